@@ -1,0 +1,31 @@
+# The README's two commands are `make run` and `make test`; the rest are helpers.
+PY := .venv/bin/python
+
+.PHONY: install run up down test lint types bench clean
+
+install:
+	@scripts/bootstrap.sh
+
+run: install
+	@$(PY) -m devstack run
+
+up: install
+	@$(PY) -m devstack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
+
+lint: install
+	.venv/bin/ruff check .
+
+types: install
+	.venv/bin/mypy common/src gateway/src auth_service/src users_service/src private_chat_service/src qr_ws_service/src devstack/src
+
+test: lint types
+	.venv/bin/pytest
+
+bench: install
+	@$(PY) -m bench
+
+clean: down
+	rm -rf .data

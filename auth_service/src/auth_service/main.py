@@ -1,0 +1,74 @@
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import anyio
+import httpx
+from fastapi import FastAPI
+
+from auth_service.passwords import Passwords
+from auth_service.routes import router
+from auth_service.service import AuthService
+from auth_service.settings import AuthSettings
+from auth_service.tokens import TokenIssuer, load_private_key
+from auth_service.users_client import UsersClient
+from common.app import build_app
+from common.db import make_engine
+from common.logs import configure_logging
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: AuthSettings | None = None) -> FastAPI:
+    settings = settings or AuthSettings()
+    configure_logging("auth", settings.log_level, settings.log_format)
+    private_key = load_private_key(settings.private_key_pem())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, application_name="auth")
+        timeout = httpx.Timeout(settings.internal_timeout_seconds)
+        async with httpx.AsyncClient(base_url=settings.users_service_url, timeout=timeout) as users_http:
+            service = AuthService(
+                engine=engine,
+                passwords=Passwords(
+                    time_cost=settings.argon2_time_cost,
+                    memory_kib=settings.argon2_memory_kib,
+                    parallelism=settings.argon2_parallelism,
+                    concurrency=settings.hashing_concurrency,
+                ),
+                issuer=TokenIssuer(
+                    private_key,
+                    issuer=settings.token_issuer,
+                    audience=settings.token_audience,
+                    ttl=settings.token_ttl_seconds,
+                ),
+                users=UsersClient(users_http),
+                pending_timeout=timedelta(seconds=settings.pending_registration_timeout_seconds),
+            )
+            app.state.settings = settings
+            app.state.engine = engine
+            app.state.service = service
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_housekeeping_loop, service, settings.housekeeping_interval_seconds)
+                yield
+                tasks.cancel_scope.cancel()
+        await engine.dispose()
+
+    return build_app(
+        title="Auth service",
+        prefix="/auth",
+        description="Registration, log-in, access tokens, Yandex ID and QR tickets.",
+        lifespan=lifespan,
+        routers=[router],
+    )
+
+
+async def _housekeeping_loop(service: AuthService, interval: float) -> None:
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await service.housekeeping()
+        except Exception:
+            logger.exception("housekeeping failed")

@@ -1,0 +1,39 @@
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    MetaData,
+    Table,
+    Text,
+    func,
+    text,
+)
+
+SCHEMA = "auth"
+metadata = MetaData(schema=SCHEMA)
+
+credentials = Table(
+    "credentials",
+    metadata,
+    # This sequence allocates every user id; the users service stores the profile under it.
+    Column("user_id", BigInteger, Identity(), primary_key=True),
+    Column("email", Text, nullable=True),
+    Column("password_hash", Text, nullable=True),
+    Column("yandex_id", Text, nullable=True, unique=True),
+    # pending: the profile may not exist yet; active: registration finished.
+    Column("state", Text, nullable=False, server_default="pending"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("state IN ('pending', 'active')", name="credentials_state"),
+    CheckConstraint("email = lower(email)", name="credentials_email_lower"),
+    Index("credentials_email_key", "email", unique=True, postgresql_where=text("email IS NOT NULL")),
+)
+
+revoked_tokens = Table(
+    "revoked_tokens",
+    metadata,
+    Column("jti", Text, primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)

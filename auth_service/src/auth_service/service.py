@@ -1,0 +1,135 @@
+"""Registration, log-in and log-out rules. Raises AppError; knows nothing of HTTP routing."""
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from auth_service import repository
+from auth_service.passwords import Passwords
+from auth_service.tokens import TokenIssuer
+from auth_service.users_client import UsernameTaken, UsersClient, UsersUnavailable
+from common.errors import AppError
+from common.i18n import Language
+
+logger = logging.getLogger(__name__)
+
+
+class AuthService:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        passwords: Passwords,
+        issuer: TokenIssuer,
+        users: UsersClient,
+        pending_timeout: timedelta,
+    ) -> None:
+        self.engine = engine
+        self.passwords = passwords
+        self.issuer = issuer
+        self.users = users
+        self.pending_timeout = pending_timeout
+
+    async def create_account(
+        self,
+        *,
+        email: str | None,
+        password_hash: str | None,
+        profile: dict[str, Any],
+        yandex_id: str | None = None,
+        duplicate_key: str = "email_taken",
+    ) -> int:
+        """Registration spans two services; this is its saga.
+
+        1. Reserve the credentials row (state 'pending'; unique email / Yandex id decide a race).
+        2. Create the profile in the users service under that id (unique username decides a race).
+        3. Mark the credentials 'active'. Only active rows can log in.
+        A failure undoes the earlier steps; a crash between them leaves a pending row that
+        housekeeping removes (with its profile) after `pending_timeout`.
+        """
+        try:
+            async with self.engine.begin() as conn:
+                user_id = await repository.insert_pending(
+                    conn, email=email, password_hash=password_hash, yandex_id=yandex_id
+                )
+        except IntegrityError as exc:
+            raise AppError(409, duplicate_key) from exc
+        try:
+            await self.users.create_user(user_id, profile)
+        except UsernameTaken as exc:
+            await self._forget(user_id, profile_created=False)
+            raise AppError(409, "username_taken") from exc
+        except UsersUnavailable as exc:
+            logger.warning("users service unavailable during registration", extra={"error": str(exc)})
+            await self._forget(user_id, profile_created=True)
+            raise AppError(503, "service_unavailable") from exc
+        async with self.engine.begin() as conn:
+            await repository.activate(conn, user_id)
+        return user_id
+
+    async def _forget(self, user_id: int, *, profile_created: bool) -> None:
+        if profile_created:
+            try:
+                await self.users.delete_user(user_id)
+            except UsersUnavailable:
+                # Leave the pending row: housekeeping retries the profile deletion later.
+                return
+        async with self.engine.begin() as conn:
+            await repository.delete_credentials(conn, user_id)
+
+    async def register(
+        self,
+        *,
+        username: str,
+        email: str,
+        password: str,
+        description: str | None,
+        status: str | None,
+        locale: Language,
+    ) -> int:
+        password_hash = await self.passwords.hash(password)
+        profile = {
+            "username": username,
+            "description": description or "",
+            "status": status or "",
+            "locale": locale,
+        }
+        return await self.create_account(email=email, password_hash=password_hash, profile=profile)
+
+    async def login(self, *, email: str, password: str) -> str:
+        async with self.engine.connect() as conn:
+            row = await repository.active_by_email(conn, email.strip().lower())
+        password_hash = row["password_hash"] if row else None
+        # Unknown email, wrong password and a password-less (Yandex-only) account all verify a
+        # hash and fail the same way, so neither the body nor the timing tells them apart.
+        if not await self.passwords.verify(password_hash, password) or row is None:
+            raise AppError(401, "invalid_credentials")
+        assert password_hash is not None
+        if self.passwords.needs_rehash(password_hash):
+            new_hash = await self.passwords.hash(password)
+            async with self.engine.begin() as conn:
+                await repository.set_password_hash(conn, row["user_id"], new_hash)
+        return self.issuer.issue(int(row["user_id"]))
+
+    async def logout(self, token: str) -> None:
+        claims = self.issuer.verifier.verify(token)
+        async with self.engine.begin() as conn:
+            await repository.revoke(conn, claims.jti, datetime.fromtimestamp(claims.expires_at, UTC))
+
+    async def housekeeping(self) -> None:
+        """Finish what crashed registrations left behind, and drop expired revocations."""
+        async with self.engine.connect() as conn:
+            stale = await repository.stale_pending(conn, self.pending_timeout)
+        for user_id in stale:
+            try:
+                await self.users.delete_user(user_id)
+            except UsersUnavailable:
+                return
+            async with self.engine.begin() as conn:
+                await repository.delete_credentials(conn, user_id)
+            logger.info("removed an unfinished registration", extra={"user_id": user_id})
+        async with self.engine.begin() as conn:
+            await repository.purge_expired_revocations(conn)

@@ -1,0 +1,36 @@
+"""The users service's internal API, as the auth service calls it during registration."""
+
+from typing import Any
+
+import httpx
+
+
+class UsernameTaken(Exception):
+    pass
+
+
+class UsersUnavailable(Exception):
+    pass
+
+
+class UsersClient:
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    async def create_user(self, user_id: int, profile: dict[str, Any]) -> None:
+        try:
+            response = await self._http.put(f"/internal/users/{user_id}", json=profile)
+        except httpx.HTTPError as exc:
+            raise UsersUnavailable(str(exc)) from exc
+        if response.status_code == 409:
+            raise UsernameTaken(profile.get("username"))
+        if response.status_code not in (200, 201):
+            raise UsersUnavailable(f"users service answered {response.status_code}")
+
+    async def delete_user(self, user_id: int) -> None:
+        try:
+            response = await self._http.delete(f"/internal/users/{user_id}")
+        except httpx.HTTPError as exc:
+            raise UsersUnavailable(str(exc)) from exc
+        if response.status_code not in (200, 204, 404):
+            raise UsersUnavailable(f"users service answered {response.status_code}")

@@ -1,0 +1,48 @@
+"""The FastAPI shell every service shares: docs under its own prefix, /healthz, errors, logs."""
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import ORJSONResponse
+
+from common.errors import install_error_handlers
+from common.logs import AccessLogMiddleware
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def build_app(
+    *,
+    title: str,
+    prefix: str,
+    lifespan: Lifespan | None = None,
+    routers: list[APIRouter] | tuple[APIRouter, ...] = (),
+    description: str = "",
+    version: str = "0.1.0",
+) -> FastAPI:
+    """`prefix` is the path nginx routes to the service (e.g. "/users"); docs live beneath it."""
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=lifespan,
+        docs_url=f"{prefix}/docs",
+        redoc_url=f"{prefix}/redoc",
+        openapi_url=f"{prefix}/openapi.json",
+        default_response_class=ORJSONResponse,
+    )
+    install_error_handlers(app)
+    app.add_middleware(AccessLogMiddleware)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+async def noop_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield

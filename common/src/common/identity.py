@@ -1,0 +1,20 @@
+"""The caller's identity as nginx hands it over (X-User-Id, set after auth_request)."""
+
+from typing import Annotated
+
+from fastapi import Depends, Header
+
+from common.errors import not_authenticated
+
+
+def current_user_id(
+    x_user_id: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> int:
+    # nginx overwrites any client-sent X-User-Id; a missing or odd value means the request did not
+    # come through an authenticated location, so it is refused rather than trusted.
+    if x_user_id is None or not x_user_id.isdigit() or len(x_user_id) > 18:
+        raise not_authenticated()
+    return int(x_user_id)
+
+
+CurrentUserId = Annotated[int, Depends(current_user_id)]

@@ -1,0 +1,82 @@
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "placeholder"})
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class BaseServiceSettings(BaseSettings):
+    """Settings every service reads. Service classes add their own fields under an env prefix."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    environment: Environment = Field(
+        default=Environment.development,
+        validation_alias=AliasChoices("ENVIRONMENT"),
+    )
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
+    log_format: str = Field(default="json", validation_alias=AliasChoices("LOG_FORMAT"))
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.production
+
+
+class DatabaseSettings(BaseServiceSettings):
+    database_url: str = Field(
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/chat",
+        validation_alias=AliasChoices("DATABASE_URL"),
+    )
+    db_pool_size: int = Field(default=10, ge=1, le=200, validation_alias="DB_POOL_SIZE")
+
+    @model_validator(mode="after")
+    def _async_driver(self) -> "DatabaseSettings":
+        if not self.database_url.startswith("postgresql"):
+            raise ValueError("DATABASE_URL must be a postgresql:// URL")
+        return self
+
+
+def async_database_url(url: str) -> str:
+    """Accept the URL forms operators write (postgres://, postgresql://) and pin asyncpg."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+def read_secret(value: str | None, file: Path | None) -> str | None:
+    """A secret comes inline or from a file (the docker/k8s secrets way); inline wins."""
+    if value:
+        return value
+    if file is not None:
+        return file.read_text()
+    return None
+
+
+def refuse_placeholder(settings: BaseServiceSettings, **secrets: Any) -> None:
+    """In production a missing or placeholder secret is a deployment mistake: refuse to start."""
+    if not settings.is_production:
+        return
+    bad = [
+        name
+        for name, value in secrets.items()
+        if value is None or str(value).strip().lower() in PLACEHOLDER_SECRETS
+    ]
+    if bad:
+        raise ValueError(f"production settings need real values for: {', '.join(sorted(bad))}")
+
+
+class TokenSettings(BaseServiceSettings):
+    """Claims both the signer (auth) and the verifier (gateway) must agree on."""
+
+    token_issuer: str = Field(default="chat-auth", validation_alias="TOKEN_ISSUER")
+    token_audience: str = Field(default="chat-api", validation_alias="TOKEN_AUDIENCE")

@@ -1,0 +1,109 @@
+"""A private PostgreSQL cluster in the data folder (used when DATABASE_URL is not given)."""
+
+import asyncio
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+import asyncpg
+
+from devstack.config import free_port
+from devstack.system import find_postgres_bindir, is_root
+
+DATABASE_NAME = "chat"
+
+
+class PrivatePostgres:
+    def __init__(self, root: Path, *, port: int | None = None, for_tests: bool = False) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.socket_dir = root / "run"
+        self.log_file = root / "postgres.log"
+        self.port_file = root / "port"
+        self.for_tests = for_tests
+        self.port = port or (int(self.port_file.read_text()) if self.port_file.exists() else free_port())
+        self.bindir = find_postgres_bindir()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE_NAME}"
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(self.bindir / args[0]), *args[1:]]
+        if is_root():
+            # PostgreSQL refuses to run as root; the cluster belongs to the postgres system user.
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(command, check=True, capture_output=True, text=True)
+
+    def _prepare_dirs(self) -> None:
+        for path in (self.root, self.socket_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        if is_root():
+            owner = pwd.getpwnam("postgres")
+            for path in (self.root, self.socket_dir, *([self.data] if self.data.exists() else [])):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+            if self.log_file.exists():
+                os.chown(self.log_file, owner.pw_uid, owner.pw_gid)
+
+    def start(self) -> str:
+        self._prepare_dirs()
+        if not (self.data / "PG_VERSION").exists():
+            if self.data.exists():
+                shutil.rmtree(self.data)
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-instructions",
+            )
+        options = [
+            f"-p {self.port}",
+            f"-k {self.socket_dir}",
+            "-c listen_addresses=127.0.0.1",
+            "-c max_connections=300",
+        ]
+        if self.for_tests:
+            # Throwaway data: trade durability for speed.
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log_file),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            " ".join(options),
+            "start",
+        )
+        self.port_file.write_text(str(self.port))
+        asyncio.run(self._ensure_database())
+        return self.url
+
+    async def _ensure_database(self) -> None:
+        conn = await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", database="postgres")
+        try:
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE_NAME)
+            if not exists:
+                await conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+        finally:
+            await conn.close()
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            try:
+                self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+            except subprocess.CalledProcessError:
+                pass

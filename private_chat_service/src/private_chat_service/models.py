@@ -1,0 +1,4 @@
+from sqlalchemy import MetaData
+
+SCHEMA = "private_chat"
+metadata = MetaData(schema=SCHEMA)

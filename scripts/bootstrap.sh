@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the project needs, from nothing: system packages (as root, or prints the command),
+# uv in .tools/, and the locked Python dependencies in .venv/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+UV_VERSION="0.13.9"
+need=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+if [ -z "${DATABASE_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need+=(postgresql)
+fi
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # Debian releases without nginx-light ship the same modules in the nginx package.
+    apt-get install -y -qq "${need[@]}" || apt-get install -y -qq "${need[@]/nginx-light/nginx}"
+  else
+    echo "bootstrap: missing system packages. Run:"
+    echo "  sudo apt-get update && sudo apt-get install -y ${need[*]}"
+    exit 1
+  fi
+fi
+
+UV=.tools/bin/uv
+if [ ! -x "$UV" ] || [ "$("$UV" --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+  python3 -m venv .tools
+  .tools/bin/pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+fi
+UV_PYTHON_DOWNLOADS=never "$UV" sync --frozen --quiet --python python3

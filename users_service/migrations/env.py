@@ -1,0 +1,4 @@
+from common.migrations import run_service_migrations
+from users_service.models import SCHEMA, metadata
+
+run_service_migrations(schema=SCHEMA, metadata=metadata)

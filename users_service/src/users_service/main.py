@@ -1,0 +1,32 @@
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from common.app import build_app
+from common.db import make_engine
+from common.logs import configure_logging
+from users_service.routes import internal, router
+from users_service.settings import UsersSettings
+
+
+def create_app(settings: UsersSettings | None = None) -> FastAPI:
+    settings = settings or UsersSettings()
+    configure_logging("users", settings.log_level, settings.log_format)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.engine = make_engine(
+            settings.database_url, pool_size=settings.db_pool_size, application_name="users"
+        )
+        yield
+        await app.state.engine.dispose()
+
+    return build_app(
+        title="Users service",
+        prefix="/users",
+        description="Profiles, username search and avatars.",
+        lifespan=lifespan,
+        routers=[router, internal],
+    )

@@ -1,0 +1,28 @@
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, Field, StringConstraints
+
+Username = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.]{2,32}$")]
+
+
+class UserObject(BaseModel):
+    id: int
+    username: str
+    avatar_url: str | None
+
+
+class Profile(UserObject):
+    description: str
+    status: str
+    created_at: datetime
+
+
+class NewUser(BaseModel):
+    """Body of the internal create call the auth service makes during registration."""
+
+    username: Username
+    description: Annotated[str, Field(max_length=190)] = ""
+    status: Annotated[str, Field(max_length=128)] = ""
+    locale: Annotated[str, Field(pattern=r"^(en|ru)$")] = "en"
+    avatar_url: Annotated[str | None, Field(max_length=2048)] = None
