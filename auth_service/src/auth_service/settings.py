@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import DatabaseSettings, TokenSettings, read_secret, refuse_placeholder
@@ -21,6 +21,22 @@ class AuthSettings(DatabaseSettings, TokenSettings):
     hashing_concurrency: int = Field(default=4, ge=1, le=64)
     pending_registration_timeout_seconds: int = Field(default=120, ge=10)
     housekeeping_interval_seconds: float = Field(default=60.0, gt=0)
+    # Yandex ID (implicit flow). Without a client id the Yandex endpoints answer 503. The two URLs
+    # also read the unprefixed names YANDEX_OAUTH_URL / YANDEX_LOGIN_URL (tests point them elsewhere).
+    yandex_client_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("AUTH_YANDEX_CLIENT_ID", "YANDEX_CLIENT_ID")
+    )
+    yandex_oauth_url: str = Field(
+        default="https://oauth.yandex.ru",
+        validation_alias=AliasChoices("AUTH_YANDEX_OAUTH_URL", "YANDEX_OAUTH_URL"),
+    )
+    yandex_login_url: str = Field(
+        default="https://login.yandex.ru",
+        validation_alias=AliasChoices("AUTH_YANDEX_LOGIN_URL", "YANDEX_LOGIN_URL"),
+    )
+    yandex_redirect_uri: str | None = None
+    yandex_state: str | None = None
+    yandex_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
     def private_key_pem(self) -> str:
         pem = read_secret(self.jwt_private_key, self.jwt_private_key_file)
