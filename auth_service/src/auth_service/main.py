@@ -8,9 +8,12 @@ import httpx
 from fastapi import FastAPI
 
 from auth_service.passwords import Passwords
+from auth_service.qr_routes import internal_router as qr_internal_router
+from auth_service.qr_routes import router as qr_router
 from auth_service.routes import router
 from auth_service.service import AuthService
 from auth_service.settings import AuthSettings
+from auth_service.tickets import build_ticket_service, ticket_housekeeping_loop
 from auth_service.tokens import TokenIssuer, load_private_key
 from auth_service.users_client import UsersClient
 from common.app import build_app
@@ -50,8 +53,12 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
             app.state.settings = settings
             app.state.engine = engine
             app.state.service = service
+            app.state.tickets = build_ticket_service(settings, engine, service.issuer)
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_housekeeping_loop, service, settings.housekeeping_interval_seconds)
+                tasks.start_soon(
+                    ticket_housekeeping_loop, app.state.tickets, settings.housekeeping_interval_seconds
+                )
                 yield
                 tasks.cancel_scope.cancel()
         await engine.dispose()
@@ -61,7 +68,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         prefix="/auth",
         description="Registration, log-in, access tokens, Yandex ID and QR tickets.",
         lifespan=lifespan,
-        routers=[router],
+        routers=[router, qr_router, qr_internal_router],
     )
 
 

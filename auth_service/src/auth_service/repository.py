@@ -41,6 +41,14 @@ async def active_by_email(conn: AsyncConnection, email: str) -> dict[str, Any] |
     return dict(row) if row else None
 
 
+async def active_by_yandex_id(conn: AsyncConnection, yandex_id: str) -> int | None:
+    statement = select(credentials.c.user_id).where(
+        credentials.c.yandex_id == yandex_id, credentials.c.state == "active"
+    )
+    user_id = (await conn.execute(statement)).scalar_one_or_none()
+    return int(user_id) if user_id is not None else None
+
+
 async def set_password_hash(conn: AsyncConnection, user_id: int, password_hash: str) -> None:
     await conn.execute(
         update(credentials).where(credentials.c.user_id == user_id).values(password_hash=password_hash)

@@ -3,10 +3,11 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from auth_service.ticket_settings import QrTicketSettings
 from common.settings import DatabaseSettings, TokenSettings, read_secret, refuse_placeholder
 
 
-class AuthSettings(DatabaseSettings, TokenSettings):
+class AuthSettings(DatabaseSettings, TokenSettings, QrTicketSettings):
     model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore", frozen=True)
 
     jwt_private_key: str | None = Field(default=None, repr=False)

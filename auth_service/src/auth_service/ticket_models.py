@@ -1,0 +1,35 @@
+"""The QR-ticket table, in the auth schema's metadata (kept apart from models.py on purpose:
+tickets are their own small domain)."""
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Table,
+    Text,
+    Uuid,
+    func,
+)
+
+from auth_service.models import credentials, metadata
+
+# minted -> accepted for one hub's client_id -> consumed (see tickets.py).
+qr_tickets = Table(
+    "qr_tickets",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("user_id", BigInteger, ForeignKey(credentials.c.user_id, ondelete="CASCADE"), nullable=False),
+    Column("state", Text, nullable=False),
+    Column("client_id", Text, nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("accepted_at", DateTime(timezone=True), nullable=True),
+    Column("consumed_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("state IN ('minted', 'accepted', 'consumed')", name="qr_tickets_state"),
+    CheckConstraint("(state = 'minted') = (client_id IS NULL)", name="qr_tickets_client_id"),
+    Index("qr_tickets_expires_at", "expires_at"),
+    Index("qr_tickets_user", "user_id", "expires_at"),
+)

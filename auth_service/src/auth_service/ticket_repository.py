@@ -1,0 +1,76 @@
+"""Every SQL statement about QR tickets. Each state change is one conditional UPDATE."""
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import func, literal, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from auth_service.models import credentials
+from auth_service.ticket_models import qr_tickets
+
+
+async def insert_minted(conn: AsyncConnection, ticket_id: uuid.UUID, user_id: int, expires_at: int) -> bool:
+    """Only an active account gets a ticket; False when there is none."""
+    source = select(
+        literal(ticket_id).label("id"),
+        credentials.c.user_id,
+        literal("minted").label("state"),
+        literal(datetime.fromtimestamp(expires_at, UTC)).label("expires_at"),
+    ).where(credentials.c.user_id == user_id, credentials.c.state == "active")
+    statement = (
+        insert(qr_tickets)
+        .from_select(["id", "user_id", "state", "expires_at"], source)
+        .returning(qr_tickets.c.id)
+    )
+    return (await conn.execute(statement)).first() is not None
+
+
+async def count_live(conn: AsyncConnection, user_id: int) -> int:
+    statement = select(func.count()).where(
+        qr_tickets.c.user_id == user_id,
+        qr_tickets.c.state == "minted",
+        qr_tickets.c.expires_at > func.now(),
+    )
+    return int((await conn.execute(statement)).scalar_one())
+
+
+async def mark_accepted(conn: AsyncConnection, ticket_id: uuid.UUID, user_id: int, client_id: str) -> bool:
+    statement = (
+        update(qr_tickets)
+        .where(
+            qr_tickets.c.id == ticket_id,
+            qr_tickets.c.user_id == user_id,
+            qr_tickets.c.state == "minted",
+            qr_tickets.c.expires_at > func.now(),
+        )
+        .values(state="accepted", client_id=client_id, accepted_at=func.now())
+        .returning(qr_tickets.c.id)
+    )
+    return (await conn.execute(statement)).first() is not None
+
+
+async def mark_consumed(conn: AsyncConnection, ticket_id: uuid.UUID, user_id: int, client_id: str) -> bool:
+    """Accepted for this very hub, unexpired, and the account still active."""
+    statement = (
+        update(qr_tickets)
+        .where(
+            qr_tickets.c.id == ticket_id,
+            qr_tickets.c.user_id == user_id,
+            qr_tickets.c.state == "accepted",
+            qr_tickets.c.client_id == client_id,
+            qr_tickets.c.expires_at > func.now(),
+            credentials.c.user_id == qr_tickets.c.user_id,
+            credentials.c.state == "active",
+        )
+        .values(state="consumed", consumed_at=func.now())
+        .returning(qr_tickets.c.id)
+    )
+    return (await conn.execute(statement)).first() is not None
+
+
+async def delete_expired(conn: AsyncConnection) -> int:
+    # An expired ticket no longer decodes, so forgetting its row cannot re-open it.
+    statement = qr_tickets.delete().where(qr_tickets.c.expires_at < func.now())
+    return (await conn.execute(statement)).rowcount or 0
