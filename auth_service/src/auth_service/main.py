@@ -16,6 +16,8 @@ from auth_service.settings import AuthSettings
 from auth_service.tickets import build_ticket_service, ticket_housekeeping_loop
 from auth_service.tokens import TokenIssuer, load_private_key
 from auth_service.users_client import UsersClient
+from auth_service.yandex import build_yandex_auth, yandex_http_client
+from auth_service.yandex_routes import router as yandex_router
 from common.app import build_app
 from common.db import make_engine
 from common.logs import configure_logging
@@ -32,6 +34,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, application_name="auth")
         timeout = httpx.Timeout(settings.internal_timeout_seconds)
+        yandex_http = yandex_http_client(settings)
         async with httpx.AsyncClient(base_url=settings.users_service_url, timeout=timeout) as users_http:
             service = AuthService(
                 engine=engine,
@@ -53,6 +56,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
             app.state.settings = settings
             app.state.engine = engine
             app.state.service = service
+            app.state.yandex = build_yandex_auth(settings, service, yandex_http)
             app.state.tickets = build_ticket_service(settings, engine, service.issuer)
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_housekeeping_loop, service, settings.housekeeping_interval_seconds)
@@ -61,6 +65,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
                 )
                 yield
                 tasks.cancel_scope.cancel()
+        await yandex_http.aclose()
         await engine.dispose()
 
     return build_app(
@@ -68,7 +73,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         prefix="/auth",
         description="Registration, log-in, access tokens, Yandex ID and QR tickets.",
         lifespan=lifespan,
-        routers=[router, qr_router, qr_internal_router],
+        routers=[router, qr_router, qr_internal_router, yandex_router],
     )
 
 

@@ -55,8 +55,12 @@ MESSAGES: dict[str, dict[Language, str]] = {
         "ru": "Нет пользователя, зарегистрированного через этот Яндекс ID",
     },
     "yandex_already_registered": {
-        "en": "This Yandex account is already registered",
-        "ru": "Этот аккаунт Яндекса уже зарегистрирован",
+        "en": "This Yandex account or its email is already registered",
+        "ru": "Этот аккаунт Яндекса или его email уже зарегистрирован",
+    },
+    "yandex_not_configured": {
+        "en": "Yandex ID is not configured on this server",
+        "ru": "Вход через Яндекс ID на этом сервере не настроен",
     },
     "internal_error": {"en": "Internal server error", "ru": "Внутренняя ошибка сервера"},
 }
