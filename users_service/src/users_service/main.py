@@ -7,7 +7,9 @@ from common.app import build_app
 from common.db import make_engine
 from common.logs import configure_logging
 from users_service.routes import internal, router
+from users_service.service import UsersService
 from users_service.settings import UsersSettings
+from users_service.storage import open_storage
 
 
 def create_app(settings: UsersSettings | None = None) -> FastAPI:
@@ -20,8 +22,13 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
         app.state.engine = make_engine(
             settings.database_url, pool_size=settings.db_pool_size, application_name="users"
         )
-        yield
-        await app.state.engine.dispose()
+        storage = await open_storage(settings)
+        app.state.users_service = UsersService(app.state.engine, storage, settings)
+        try:
+            yield
+        finally:
+            await storage.close()
+            await app.state.engine.dispose()
 
     return build_app(
         title="Users service",

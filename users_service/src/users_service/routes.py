@@ -1,37 +1,63 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
 from sqlalchemy.exc import IntegrityError
 
 from common.db import EngineDep
 from common.errors import AppError
 from common.identity import CurrentUserId
 from users_service import repository
-from users_service.schemas import NewUser, Profile, UserObject
+from users_service.schemas import AvatarUploaded, NewUser, Profile, UserObject
+from users_service.service import UsersService
 
 router = APIRouter(tags=["users"])
 internal = APIRouter(prefix="/internal", tags=["internal"], include_in_schema=False)
 
 
+def get_service(request: Request) -> UsersService:
+    service: UsersService = request.app.state.users_service
+    return service
+
+
+ServiceDep = Annotated[UsersService, Depends(get_service)]
+
+
 @router.get("/users/me/", response_model=Profile)
-async def my_profile(user_id: CurrentUserId, engine: EngineDep) -> Profile:
-    async with engine.connect() as conn:
-        row = await repository.get_user(conn, user_id)
-    if row is None:
-        raise AppError(404, "user_not_found")
-    return Profile.model_validate(row)
+async def my_profile(user_id: CurrentUserId, service: ServiceDep) -> Profile:
+    return Profile.model_validate(await service.profile(user_id))
 
 
 @router.get("/users/user/", response_model=list[UserObject])
 async def search_users(
     _: CurrentUserId,
-    engine: EngineDep,
-    username: Annotated[str, Query(min_length=1, max_length=32)],
+    service: ServiceDep,
+    username: Annotated[str, Query(min_length=1, max_length=32, description="Username prefix")],
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
 ) -> list[UserObject]:
-    async with engine.connect() as conn:
-        rows = await repository.search_by_prefix(conn, username.strip().lower(), limit)
-    return [UserObject.model_validate(row) for row in rows]
+    """Users whose username starts with `username` (case-insensitive), the exact match first,
+    then by username."""
+    return [UserObject.model_validate(row) for row in await service.search(username, limit)]
+
+
+@router.api_route(
+    "/users/upload-avatar/",
+    methods=["PATCH", "POST"],
+    response_model=AvatarUploaded,
+    responses={
+        400: {"description": "Not a decodable image, or too many pixels"},
+        413: {"description": "File over the size limit"},
+        415: {"description": "Not PNG, JPEG, GIF or WebP (read from the bytes)"},
+    },
+)
+async def upload_avatar(
+    user_id: CurrentUserId,
+    service: ServiceDep,
+    avatar_file: Annotated[UploadFile, File(description="PNG, JPEG, GIF or WebP")],
+) -> AvatarUploaded:
+    # One byte over the limit is enough to know it is too large.
+    data = await avatar_file.read(service.settings.avatar_max_bytes + 1)
+    url = await service.upload_avatar(user_id, data)
+    return AvatarUploaded(detail="success", avatar_url=url)
 
 
 @internal.put("/users/{user_id}", status_code=201, response_model=UserObject)

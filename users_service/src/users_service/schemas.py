@@ -25,4 +25,10 @@ class NewUser(BaseModel):
     description: Annotated[str, Field(max_length=190)] = ""
     status: Annotated[str, Field(max_length=128)] = ""
     locale: Annotated[str, Field(pattern=r"^(en|ru)$")] = "en"
-    avatar_url: Annotated[str | None, Field(max_length=2048)] = None
+    # An external picture (a Yandex ID avatar) until the user uploads one of their own.
+    avatar_url: Annotated[str | None, Field(max_length=2048, pattern=r"^https?://")] = None
+
+
+class AvatarUploaded(BaseModel):
+    detail: str
+    avatar_url: str

@@ -1,0 +1,106 @@
+"""Rules of the users service: search, profiles, avatars. Raises AppError, knows no HTTP."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from common.errors import AppError
+from users_service import repository
+from users_service.images import Avatar, InvalidImage, UnsupportedImageType, make_avatar
+from users_service.settings import UsersSettings
+from users_service.storage import AvatarStorage, StorageError
+
+logger = logging.getLogger("users.service")
+
+
+def avatar_key(user_id: int, avatar: Avatar) -> str:
+    return f"avatars/{user_id}/{avatar.digest}.{avatar.extension}"
+
+
+class UsersService:
+    def __init__(self, engine: AsyncEngine, storage: AvatarStorage, settings: UsersSettings) -> None:
+        self.engine = engine
+        self.storage = storage
+        self.settings = settings
+
+    async def search(self, query: str, limit: int) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            return await repository.search_by_prefix(conn, query.strip().lower(), limit)
+
+    async def profile(self, user_id: int) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            row = await repository.get_user(conn, user_id)
+        if row is None:
+            raise AppError(404, "user_not_found")
+        return row
+
+    async def upload_avatar(self, user_id: int, data: bytes) -> str:
+        """Checks, in order: size (413), type from the bytes (415), decodable and bounded (400).
+        Returns the new avatar URL. The old object is deleted only once the new one is stored
+        and recorded; any failure before that leaves the old avatar as it was."""
+        if len(data) > self.settings.avatar_max_bytes:
+            raise AppError(413, "file_too_large")
+        try:
+            avatar = await anyio.to_thread.run_sync(self._make_avatar, data)
+        except UnsupportedImageType as exc:
+            raise AppError(415, "unsupported_media_type") from exc
+        except InvalidImage as exc:
+            raise AppError(400, "invalid_image") from exc
+        del data
+
+        key = avatar_key(user_id, avatar)
+        url = self.storage.url(key)
+        async with self._avatar_lock(user_id) as conn:
+            async with conn.begin():
+                exists, old_key = await repository.get_avatar_key(conn, user_id)
+            if not exists:
+                raise AppError(404, "user_not_found")
+            try:
+                await self.storage.put(key, avatar.data, avatar.content_type)
+            except StorageError as exc:
+                logger.error("avatar store failed", extra={"user_id": user_id, "error": str(exc)})
+                raise AppError(503, "service_unavailable", headers={"Retry-After": "5"}) from exc
+            try:
+                async with conn.begin():
+                    await repository.set_avatar(conn, user_id, key=key, url=url)
+            except BaseException:
+                if key != old_key:
+                    await self._delete_quietly(key)
+                raise
+            if old_key and old_key != key:
+                await self._delete_quietly(old_key)
+        return url
+
+    async def _delete_quietly(self, key: str) -> None:
+        try:
+            await self.storage.delete(key)
+        except (StorageError, ValueError) as exc:
+            # Only wasted space: the avatar the user sees is intact either way.
+            logger.warning("avatar object not deleted", extra={"key": key, "error": str(exc)})
+
+    def _make_avatar(self, data: bytes) -> Avatar:
+        return make_avatar(
+            data, max_side=self.settings.avatar_max_side, max_pixels=self.settings.avatar_max_pixels
+        )
+
+    @asynccontextmanager
+    async def _avatar_lock(self, user_id: int) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            await repository.lock_user_avatar(conn, user_id)
+            await conn.commit()
+            try:
+                yield conn
+            finally:
+                try:
+                    if conn.in_transaction():
+                        await conn.rollback()
+                    await repository.unlock_user_avatar(conn, user_id)
+                    await conn.commit()
+                except Exception:
+                    # Never hand a connection that may still hold the lock back to the pool.
+                    logger.warning("avatar lock not released cleanly", extra={"user_id": user_id})
+                    await conn.invalidate()
