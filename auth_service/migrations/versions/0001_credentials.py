@@ -46,6 +46,13 @@ def upgrade() -> None:
         postgresql_where=sa.text("state = 'pending'"),
     )
     op.create_table(
+        "login_failures",
+        sa.Column("email", sa.Text(), primary_key=True),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("window_started_at", sa.DateTime(timezone=True), nullable=False),
+        schema="auth",
+    )
+    op.create_table(
         "revoked_tokens",
         sa.Column("jti", sa.Text(), primary_key=True),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
@@ -58,4 +65,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP VIEW auth.revoked_access_tokens")
     op.drop_table("revoked_tokens", schema="auth")
+    op.drop_table("login_failures", schema="auth")
     op.drop_table("credentials", schema="auth")

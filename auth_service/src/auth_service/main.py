@@ -52,6 +52,8 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
                 ),
                 users=UsersClient(users_http),
                 pending_timeout=timedelta(seconds=settings.pending_registration_timeout_seconds),
+                login_max_failures=settings.login_max_failures,
+                login_failure_window=timedelta(seconds=settings.login_failure_window_seconds),
             )
             app.state.settings = settings
             app.state.engine = engine

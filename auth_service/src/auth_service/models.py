@@ -5,6 +5,7 @@ from sqlalchemy import (
     DateTime,
     Identity,
     Index,
+    Integer,
     MetaData,
     Table,
     Text,
@@ -29,6 +30,16 @@ credentials = Table(
     CheckConstraint("state IN ('pending', 'active')", name="credentials_state"),
     CheckConstraint("email = lower(email)", name="credentials_email_lower"),
     Index("credentials_email_key", "email", unique=True, postgresql_where=text("email IS NOT NULL")),
+)
+
+# Failed log-ins per email in the current window: a per-account brake on password guessing that
+# nginx's per-address limit cannot give against many addresses.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("email", Text, primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("window_started_at", DateTime(timezone=True), nullable=False),
 )
 
 revoked_tokens = Table(

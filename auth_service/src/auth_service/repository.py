@@ -3,11 +3,11 @@
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth_service.models import credentials, revoked_tokens
+from auth_service.models import credentials, login_failures, revoked_tokens
 
 
 async def insert_pending(
@@ -69,3 +69,38 @@ async def revoke(conn: AsyncConnection, jti: str, expires_at: datetime) -> None:
 
 async def purge_expired_revocations(conn: AsyncConnection) -> None:
     await conn.execute(delete(revoked_tokens).where(revoked_tokens.c.expires_at < datetime.now(UTC)))
+
+
+async def login_failures_in_window(
+    conn: AsyncConnection, email: str, window: timedelta
+) -> tuple[int, datetime]:
+    """(failures, window start) for the email's current window; (0, now) when there is none."""
+    now = datetime.now(UTC)
+    statement = select(login_failures.c.failures, login_failures.c.window_started_at).where(
+        login_failures.c.email == email
+    )
+    row = (await conn.execute(statement)).first()
+    if row is None or row.window_started_at <= now - window:
+        return 0, now
+    return int(row.failures), row.window_started_at
+
+
+async def record_login_failure(conn: AsyncConnection, email: str, window: timedelta) -> None:
+    expired = login_failures.c.window_started_at <= func.now() - window
+    statement = insert(login_failures).values(email=email, failures=1, window_started_at=func.now())
+    statement = statement.on_conflict_do_update(
+        index_elements=[login_failures.c.email],
+        set_={
+            "failures": case((expired, 1), else_=login_failures.c.failures + 1),
+            "window_started_at": case((expired, func.now()), else_=login_failures.c.window_started_at),
+        },
+    )
+    await conn.execute(statement)
+
+
+async def clear_login_failures(conn: AsyncConnection, email: str) -> None:
+    await conn.execute(delete(login_failures).where(login_failures.c.email == email))
+
+
+async def purge_old_login_failures(conn: AsyncConnection, window: timedelta) -> None:
+    await conn.execute(delete(login_failures).where(login_failures.c.window_started_at < func.now() - window))

@@ -26,12 +26,16 @@ class AuthService:
         issuer: TokenIssuer,
         users: UsersClient,
         pending_timeout: timedelta,
+        login_max_failures: int = 10,
+        login_failure_window: timedelta = timedelta(minutes=15),
     ) -> None:
         self.engine = engine
         self.passwords = passwords
         self.issuer = issuer
         self.users = users
         self.pending_timeout = pending_timeout
+        self.login_max_failures = login_max_failures
+        self.login_failure_window = login_failure_window
 
     async def create_account(
         self,
@@ -64,7 +68,7 @@ class AuthService:
             raise AppError(409, "username_taken") from exc
         except UsersUnavailable as exc:
             logger.warning("users service unavailable during registration", extra={"error": str(exc)})
-            await self._forget(user_id, profile_created=True)
+            await self._forget(user_id, profile_created=exc.sent)
             raise AppError(503, "service_unavailable") from exc
         async with self.engine.begin() as conn:
             await repository.activate(conn, user_id)
@@ -100,14 +104,28 @@ class AuthService:
         return await self.create_account(email=email, password_hash=password_hash, profile=profile)
 
     async def login(self, *, email: str, password: str) -> str:
+        email = email.strip().lower()
         async with self.engine.connect() as conn:
-            row = await repository.active_by_email(conn, email.strip().lower())
+            failures, window_start = await repository.login_failures_in_window(
+                conn, email, self.login_failure_window
+            )
+            row = await repository.active_by_email(conn, email)
+        if failures >= self.login_max_failures:
+            # Counted per email whether or not it is registered, so the brake reveals nothing.
+            retry_after = window_start + self.login_failure_window - datetime.now(UTC)
+            seconds = max(1, int(retry_after.total_seconds()) + 1)
+            raise AppError(429, "too_many_requests", headers={"Retry-After": str(seconds)})
         password_hash = row["password_hash"] if row else None
         # Unknown email, wrong password and a password-less (Yandex-only) account all verify a
         # hash and fail the same way, so neither the body nor the timing tells them apart.
         if not await self.passwords.verify(password_hash, password) or row is None:
+            async with self.engine.begin() as conn:
+                await repository.record_login_failure(conn, email, self.login_failure_window)
             raise AppError(401, "invalid_credentials")
         assert password_hash is not None
+        if failures:
+            async with self.engine.begin() as conn:
+                await repository.clear_login_failures(conn, email)
         if self.passwords.needs_rehash(password_hash):
             new_hash = await self.passwords.hash(password)
             async with self.engine.begin() as conn:
@@ -133,3 +151,4 @@ class AuthService:
             logger.info("removed an unfinished registration", extra={"user_id": user_id})
         async with self.engine.begin() as conn:
             await repository.purge_expired_revocations(conn)
+            await repository.purge_old_login_failures(conn, self.login_failure_window)

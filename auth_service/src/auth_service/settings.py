@@ -20,6 +20,9 @@ class AuthSettings(DatabaseSettings, TokenSettings, QrTicketSettings):
     argon2_memory_kib: int = Field(default=65536, ge=8192, le=1048576)
     argon2_parallelism: int = Field(default=4, ge=1, le=16)
     hashing_concurrency: int = Field(default=4, ge=1, le=64)
+    # Per-email brake on password guessing: this many failures in the window → 429 until it ends.
+    login_max_failures: int = Field(default=10, ge=1, le=1000)
+    login_failure_window_seconds: int = Field(default=900, ge=1)
     pending_registration_timeout_seconds: int = Field(default=120, ge=10)
     housekeeping_interval_seconds: float = Field(default=60.0, gt=0)
     # Yandex ID (implicit flow). Without a client id the Yandex endpoints answer 503. The two URLs

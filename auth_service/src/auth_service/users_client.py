@@ -10,7 +10,10 @@ class UsernameTaken(Exception):
 
 
 class UsersUnavailable(Exception):
-    pass
+    def __init__(self, reason: str, *, sent: bool = True) -> None:
+        super().__init__(reason)
+        # False when the request never reached the service (so it certainly changed nothing).
+        self.sent = sent
 
 
 class UsersClient:
@@ -20,6 +23,8 @@ class UsersClient:
     async def create_user(self, user_id: int, profile: dict[str, Any]) -> None:
         try:
             response = await self._http.put(f"/internal/users/{user_id}", json=profile)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise UsersUnavailable(str(exc), sent=False) from exc
         except httpx.HTTPError as exc:
             raise UsersUnavailable(str(exc)) from exc
         if response.status_code == 409:

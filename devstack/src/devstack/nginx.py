@@ -17,10 +17,10 @@ PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 # Defaults an operator can override through the environment (see README).
 NGINX_DEFAULTS = {
     "NGINX_WORKER_PROCESSES": "auto",
-    "LOGIN_RATE_LIMIT": "5r/s",
-    "LOGIN_RATE_BURST": "20",
-    "REGISTER_RATE_LIMIT": "2r/s",
-    "REGISTER_RATE_BURST": "20",
+    "LOGIN_RATE_LIMIT": "10r/s",
+    "LOGIN_RATE_BURST": "30",
+    "REGISTER_RATE_LIMIT": "5r/s",
+    "REGISTER_RATE_BURST": "30",
     "AVATAR_MAX_BODY": "9m",
     "NGINX_ACCESS_LOG": "1",
 }
