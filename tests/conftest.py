@@ -5,14 +5,17 @@ checking what was (or was not) written.
 """
 
 import asyncio
+import importlib.util
 import itertools
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -22,11 +25,32 @@ from devstack import Stack, StackConfig
 from devstack.stack import StackError
 
 
+def _load_fake_yandex() -> Any:
+    # Loaded by path: with --import-mode=importlib the tests folder is not on sys.path.
+    spec = importlib.util.spec_from_file_location("fake_yandex", Path(__file__).with_name("fake_yandex.py"))
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fake_yandex"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def fake_yandex() -> Iterator[Any]:
+    """The stand-in for the Yandex ID API that the stack's auth service asks (tests/fake_yandex.py)."""
+    server = _load_fake_yandex().FakeYandex()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(fake_yandex: Any) -> Iterator[Stack]:
     data_dir = Path(tempfile.mkdtemp(prefix="chat-e2e-"))
     data_dir.chmod(0o755)
     config = StackConfig.for_tests(data_dir, env={"LOG_LEVEL": "INFO"})
+    config.env.update(fake_yandex.stack_env())
     running = Stack(config)
     try:
         running.start()
