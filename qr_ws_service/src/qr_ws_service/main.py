@@ -1,17 +1,35 @@
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
 from fastapi import FastAPI
 
 from common.app import build_app
 from common.logs import configure_logging
+from qr_ws_service.auth_client import AuthClient
+from qr_ws_service.hubs import HubRegistry
+from qr_ws_service.routes import internal_router, router
 from qr_ws_service.settings import QrWsSettings
 
 
 def create_app(settings: QrWsSettings | None = None) -> FastAPI:
     settings = settings or QrWsSettings()
     configure_logging("qr_ws", settings.log_level, settings.log_format)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        timeout = httpx.Timeout(settings.auth_timeout_seconds)
+        async with httpx.AsyncClient(base_url=settings.auth_service_url, timeout=timeout) as auth_http:
+            app.state.auth = AuthClient(auth_http)
+            app.state.hubs = HubRegistry(ttl=settings.hub_ttl, max_hubs=settings.max_hubs)
+            yield
+
     app = build_app(
         title="QR login websocket service",
         prefix="/auth_events",
         description="Websocket hubs that carry a QR-login ticket from a phone to a browser.",
+        lifespan=lifespan,
+        routers=[router, internal_router],
     )
     app.state.settings = settings
     return app

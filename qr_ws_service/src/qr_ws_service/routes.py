@@ -1,0 +1,158 @@
+"""The QR hub websocket (API.md endpoint 13) and this instance's internal stats."""
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, HTTPException, Request, WebSocket
+
+from qr_ws_service.auth_client import AuthClient, AuthUnavailable
+from qr_ws_service.hubs import (
+    CLIENT_ID_RE,
+    MESSAGE_TOO_BIG,
+    POLICY_VIOLATION,
+    TRY_AGAIN_LATER,
+    Client,
+    Hub,
+    HubRegistry,
+    Refusal,
+    TokenBucket,
+)
+from qr_ws_service.settings import QrWsSettings
+
+logger = logging.getLogger(__name__)
+
+MAX_TICKET_LENGTH = 512
+
+router = APIRouter()
+# Not under /auth_events/, so nginx never routes it: tests and operators read it on the loopback port.
+internal_router = APIRouter(prefix="/internal", include_in_schema=False)
+
+
+@router.websocket("/auth_events/qr_auth/")
+@router.websocket("/auth_events/qr_auth")
+async def qr_auth(websocket: WebSocket) -> None:
+    settings: QrWsSettings = websocket.app.state.settings
+    registry: HubRegistry = websocket.app.state.hubs
+    client_id = websocket.query_params.get("client_id", "")
+    client = Client(websocket)
+    # Join before the handshake completes, so a client that sees the socket open is in the hub.
+    joined = registry.join(client_id, client) if CLIENT_ID_RE.fullmatch(client_id) else None
+    try:
+        await websocket.accept()
+        if joined is None:
+            await client.send({"op": "hub is full"})
+            await client.close()
+        elif joined is Refusal.FULL:
+            await client.send({"op": "clients already in hub"})
+            await client.close()
+        elif joined is Refusal.BUSY:
+            await client.send({"op": "try again later"})
+            await client.close(TRY_AGAIN_LATER)
+        else:
+            await _open(websocket, client, joined, settings)
+    finally:
+        if isinstance(joined, Hub):
+            registry.leave(joined, client)
+
+
+async def _open(websocket: WebSocket, client: Client, hub: Hub, settings: QrWsSettings) -> None:
+    remaining = max(0.0, hub.deadline - asyncio.get_running_loop().time())
+    await client.send(
+        {"op": "hello", "timeout": round(remaining), "heartbeat_timeout": settings.heartbeat_timeout}
+    )
+    if len(hub.clients) == 2:
+        await asyncio.gather(
+            *(other.send({"op": "mobile connected"}) for other in hub.clients if other is not client)
+        )
+    await _serve(websocket, client, hub, settings, websocket.app.state.auth)
+
+
+async def _serve(
+    websocket: WebSocket, client: Client, hub: Hub, settings: QrWsSettings, auth: AuthClient
+) -> None:
+    loop = asyncio.get_running_loop()
+    bucket = TokenBucket(settings.rate_per_second, settings.rate_burst)
+    while not client.closed:
+        hub_left = hub.deadline - loop.time()
+        if hub_left <= 0:
+            await hub.finish({"op": "timeout"})
+            return
+        try:
+            message = await asyncio.wait_for(websocket.receive(), min(hub_left, settings.heartbeat_timeout))
+        except TimeoutError:
+            if hub.deadline - loop.time() <= 0:
+                await hub.finish({"op": "timeout"})
+            else:
+                await client.close(reason="heartbeat timeout")
+            return
+        if message["type"] == "websocket.disconnect" or client.closed:
+            return
+        if not bucket.take():
+            logger.info("websocket closed for flooding", extra={"client_id": hub.client_id})
+            await client.close(POLICY_VIOLATION, "rate limit")
+            return
+        text: str | None = message.get("text")
+        data: bytes | None = message.get("bytes")
+        size = len(text.encode()) if text is not None else len(data or b"")
+        if size > settings.max_frame_bytes:
+            await client.close(MESSAGE_TOO_BIG, "frame too large")
+            return
+        await _handle(client, hub, _parse(text), auth)
+
+
+def _parse(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+async def _handle(client: Client, hub: Hub, message: dict[str, Any] | None, auth: AuthClient) -> None:
+    op = message.get("op") if message is not None else None
+    if op == "heartbeat":
+        await client.send({"op": "heartbeat_ack"})
+    elif op == "pending_ticket" and message is not None:
+        await _pending_ticket(client, hub, message.get("encrypted_user_payload"), auth)
+    else:
+        await client.send({"op": "unknown op"})
+
+
+async def _pending_ticket(client: Client, hub: Hub, ticket: object, auth: AuthClient) -> None:
+    if not isinstance(ticket, str) or not ticket or len(ticket) > MAX_TICKET_LENGTH:
+        await client.send({"op": "bad ticket"})
+        return
+    # One ticket at a time per hub: once one is accepted the hub is finished and the rest are moot.
+    async with hub.ticket_lock:
+        if hub.finished:
+            return
+        try:
+            accepted = await auth.accept_ticket(ticket, hub.client_id)
+        except AuthUnavailable as exc:
+            logger.warning("auth service unavailable", extra={"error": str(exc)})
+            await client.send({"op": "try again later"})
+            return
+        if not accepted:
+            await client.send({"op": "bad ticket"})
+            return
+        await hub.finish({"op": "access granted", "auth_token": ticket})
+
+
+@internal_router.get("/stats")
+async def stats(request: Request) -> dict[str, Any]:
+    registry: HubRegistry = request.app.state.hubs
+    settings: QrWsSettings = request.app.state.settings
+    return {"instance_id": settings.instance_id, **registry.stats()}
+
+
+@internal_router.get("/hubs/{client_id}")
+async def hub_info(client_id: str, request: Request) -> dict[str, Any]:
+    registry: HubRegistry = request.app.state.hubs
+    hub = registry.hubs.get(client_id)
+    if hub is None:
+        raise HTTPException(404)
+    return {"client_id": client_id, "clients": len(hub.clients), "finished": hub.finished}

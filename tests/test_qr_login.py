@@ -1,0 +1,360 @@
+"""QR login end to end through nginx (API.md 13 and 14): a browser and a phone, as real websocket
+clients, on both websocket instances; tickets single-use across instances; every bad ticket."""
+
+import asyncio
+import json
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from auth_service.tickets import TicketClaims, TicketCodec
+from devstack import Stack
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+INFORMATIONAL = {"hello", "mobile connected"}
+
+
+def new_client_id() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@pytest.fixture(scope="module")
+def instances(stack: Stack) -> dict[str, str]:
+    """Each websocket instance's loopback URL, for its internal stats (nginx never routes them)."""
+    return {f"qr{index + 1}": f"http://127.0.0.1:{port}" for index, port in enumerate(stack.config.qr_ports)}
+
+
+@pytest.fixture
+def ws_url(stack: Stack) -> str:
+    return f"ws://127.0.0.1:{stack.config.http_port}/auth_events/qr_auth/"
+
+
+@asynccontextmanager
+async def hub_client(ws_url: str, client_id: str) -> AsyncIterator[ClientConnection]:
+    """A client in the hub `client_id` (its hello already read)."""
+    async with connect(f"{ws_url}?client_id={client_id}", open_timeout=10) as ws:
+        hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert hello["op"] == "hello", hello
+        yield ws
+
+
+async def next_op(ws: ClientConnection) -> dict[str, Any]:
+    """The next message that is not merely informational."""
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        if message.get("op") not in INFORMATIONAL:
+            return dict(message)
+
+
+async def close_code(ws: ClientConnection) -> int | None:
+    """Read until the server closes the socket; its close code."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), 30)
+    except ConnectionClosed:
+        return ws.close_code
+
+
+async def instance_of(instances: dict[str, str], client_id: str) -> tuple[str, int]:
+    """Which instance holds the hub `client_id`, and how many clients it has there."""
+    found = []
+    async with httpx.AsyncClient(timeout=10) as http:
+        for name, url in instances.items():
+            response = await http.get(f"{url}/internal/hubs/{client_id}")
+            if response.status_code == 200:
+                found.append((name, response.json()["clients"]))
+    assert len(found) == 1, found
+    return found[0]
+
+
+async def client_ids_per_instance(ws_url: str, instances: dict[str, str]) -> dict[str, str]:
+    """A client_id that nginx routes to each instance, found by opening hubs and asking."""
+    chosen: dict[str, str] = {}
+    for _ in range(64):
+        client_id = new_client_id()
+        async with hub_client(ws_url, client_id):
+            name, _ = await instance_of(instances, client_id)
+        chosen.setdefault(name, client_id)
+        if len(chosen) == len(instances):
+            return chosen
+    pytest.fail(f"client ids never reached every instance: {chosen}")
+
+
+async def mint(api: httpx.AsyncClient, headers: dict[str, str]) -> str:
+    response = await api.get("/auth/encrypt_user_data/", headers=headers)
+    assert response.status_code == 200, response.text
+    ticket = response.json()["token"]
+    assert isinstance(ticket, str)
+    return ticket
+
+
+async def exchange(api: httpx.AsyncClient, ticket: str | None, client_id: str) -> httpx.Response:
+    headers = {"Authorization": ticket} if ticket is not None else {}
+    for _ in range(20):
+        response = await api.get("/auth/qr_auth/", params={"client_id": client_id}, headers=headers)
+        if response.status_code != 429:
+            return response
+        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+    return response
+
+
+async def ticket_row(db: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
+    return await db.fetch(
+        "SELECT id, state, client_id FROM auth.qr_tickets WHERE user_id = $1 ORDER BY created_at", user_id
+    )
+
+
+async def login_through_hub(
+    ws_url: str, client_id: str, ticket: str, instances: dict[str, str]
+) -> tuple[str, int]:
+    """Browser opens the hub, phone joins and sends the ticket; both get it and are closed 1000."""
+    async with hub_client(ws_url, client_id) as browser, hub_client(ws_url, client_id) as phone:
+        assert json.loads(await asyncio.wait_for(browser.recv(), 10)) == {"op": "mobile connected"}
+        # Both clients of the hub sit on one instance: that is what routing by client_id buys.
+        instance, clients = await instance_of(instances, client_id)
+        assert clients == 2
+        await phone.send(json.dumps({"op": "heartbeat"}))
+        assert await next_op(phone) == {"op": "heartbeat_ack"}
+        await phone.send(json.dumps({"op": "pending_ticket", "encrypted_user_payload": ticket}))
+        granted = {"op": "access granted", "auth_token": ticket}
+        assert await next_op(phone) == granted
+        assert await next_op(browser) == granted
+        assert await close_code(phone) == 1000
+        assert await close_code(browser) == 1000
+    return instance, clients
+
+
+async def test_login_by_qr_on_each_instance(
+    api: httpx.AsyncClient, db: asyncpg.Connection, make_user: Any, ws_url: str, instances: dict[str, str]
+) -> None:
+    assert len(instances) == 2
+    chosen = await client_ids_per_instance(ws_url, instances)
+    for expected_instance, client_id in chosen.items():
+        user = await make_user()
+        ticket = await mint(api, user.headers)
+        assert user.token not in ticket
+
+        instance, _ = await login_through_hub(ws_url, client_id, ticket, instances)
+        assert instance == expected_instance
+
+        [row] = await ticket_row(db, user.id)
+        assert (row["state"], row["client_id"]) == ("accepted", client_id)
+
+        # The browser trades the ticket for an ordinary token of the phone's user.
+        response = await exchange(api, ticket, client_id)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["type"] == "Bearer"
+        check = await api.get("/gateway/get-token/", headers={"Authorization": f"Bearer {body['token']}"})
+        assert check.status_code == 200
+        assert check.json()["user_id"] == user.id
+        [row] = await ticket_row(db, user.id)
+        assert row["state"] == "consumed"
+
+        # Once only.
+        replay = await exchange(api, ticket, client_id)
+        assert replay.status_code == 401
+        assert replay.json() == {"detail": "Invalid or expired ticket"}
+        # The hub was freed when its clients left.
+        async with httpx.AsyncClient() as http:
+            gone = await http.get(f"{instances[instance]}/internal/hubs/{client_id}")
+        assert gone.status_code == 404
+
+
+async def test_a_ticket_is_accepted_once_whichever_instance_asks(
+    api: httpx.AsyncClient, db: asyncpg.Connection, make_user: Any, ws_url: str, instances: dict[str, str]
+) -> None:
+    chosen = await client_ids_per_instance(ws_url, instances)
+    first_hub, second_hub = chosen["qr1"], chosen["qr2"]
+    user = await make_user()
+    ticket = await mint(api, user.headers)
+
+    await login_through_hub(ws_url, first_hub, ticket, instances)
+
+    # The same ticket in a hub on the other instance: refused, and that hub stays open.
+    async with hub_client(ws_url, second_hub) as browser, hub_client(ws_url, second_hub) as phone:
+        assert (await instance_of(instances, second_hub))[0] == "qr2"
+        await phone.send(json.dumps({"op": "pending_ticket", "encrypted_user_payload": ticket}))
+        assert await next_op(phone) == {"op": "bad ticket"}
+        await browser.send(json.dumps({"op": "heartbeat"}))
+        assert await next_op(browser) == {"op": "heartbeat_ack"}
+
+    [row] = await ticket_row(db, user.id)
+    assert (row["state"], row["client_id"]) == ("accepted", first_hub)
+    # Nor can the other hub's browser exchange it.
+    assert (await exchange(api, ticket, second_hub)).status_code == 401
+    assert (await exchange(api, ticket, first_hub)).status_code == 200
+
+
+async def test_bad_tickets_in_the_hub_keep_it_open(
+    api: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    make_user: Any,
+    ws_url: str,
+    stack: Stack,
+) -> None:
+    user = await make_user()
+    other = await make_user()
+    used = await mint(api, other.headers)
+    first_hub = new_client_id()
+    async with hub_client(ws_url, first_hub) as browser, hub_client(ws_url, first_hub) as phone:
+        await phone.send(json.dumps({"op": "pending_ticket", "encrypted_user_payload": used}))
+        assert await next_op(phone) == {"op": "access granted", "auth_token": used}
+        assert await close_code(browser) == 1000
+
+    expired_in_db = await mint(api, user.headers)
+    await db.execute(
+        "UPDATE auth.qr_tickets SET expires_at = now() - interval '1 second' WHERE user_id = $1", user.id
+    )
+    expired_sealed = forge_ticket(stack, user.id, expires_at=int(time.time()) - 1)
+    tampered = await mint(api, user.headers)
+    tampered = tampered[:-4] + ("AAAA" if not tampered.endswith("AAAA") else "BBBB")
+    bad_payloads: list[object] = [
+        used,  # replayed: already accepted in another hub
+        expired_in_db,
+        expired_sealed,
+        tampered,
+        user.token,  # an access token in place of a ticket
+        "garbage",
+        "",
+        None,
+        12345,
+        {"nested": "object"},
+        "x" * 600,
+    ]
+    client_id = new_client_id()
+    live = (
+        "SELECT id, state, client_id FROM auth.qr_tickets"
+        " WHERE user_id = ANY($1::bigint[]) AND expires_at > now() ORDER BY id"
+    )
+    before = await db.fetch(live, [user.id, other.id])
+    async with hub_client(ws_url, client_id) as browser, hub_client(ws_url, client_id) as phone:
+        for payload in bad_payloads:
+            await phone.send(json.dumps({"op": "pending_ticket", "encrypted_user_payload": payload}))
+            assert await next_op(phone) == {"op": "bad ticket"}, payload
+        await phone.send(json.dumps({"op": "pending_ticket"}))
+        assert await next_op(phone) == {"op": "bad ticket"}
+        assert await db.fetch(live, [user.id, other.id]) == before
+
+        # Still open: a good ticket logs the browser in.
+        good = await mint(api, user.headers)
+        await phone.send(json.dumps({"op": "pending_ticket", "encrypted_user_payload": good}))
+        assert await next_op(browser) == {"op": "access granted", "auth_token": good}
+    response = await exchange(api, good, client_id)
+    assert response.status_code == 200
+
+
+def forge_ticket(stack: Stack, user_id: int, *, expires_at: int, key: str | None = None) -> str:
+    """A ticket sealed with the stack's own key (or another), as the auth service would make it."""
+    secret = key or (stack.config.data_dir / "keys" / "qr_ticket.key").read_text()
+    return TicketCodec(secret).encode(TicketClaims(uuid.uuid4(), user_id, expires_at))
+
+
+async def test_exchange_refuses_every_bad_ticket(
+    api: httpx.AsyncClient, db: asyncpg.Connection, make_user: Any, ws_url: str, stack: Stack
+) -> None:
+    user = await make_user()
+    client_id = new_client_id()
+    ticket = await mint(api, user.headers)
+
+    # Minted but not yet accepted in any hub.
+    assert (await exchange(api, ticket, client_id)).status_code == 401
+
+    async with hub_client(ws_url, client_id) as browser, hub_client(ws_url, client_id) as phone:
+        await phone.send(json.dumps({"op": "pending_ticket", "encrypted_user_payload": ticket}))
+        assert await next_op(browser) == {"op": "access granted", "auth_token": ticket}
+
+    rows_before = await ticket_row(db, user.id)
+    assert [r["state"] for r in rows_before] == ["accepted"]
+    unauthenticated = await exchange(api, None, client_id)
+    assert unauthenticated.status_code == 401
+    refused = {
+        "another hub's client_id": await exchange(api, ticket, new_client_id()),
+        "garbage": await exchange(api, "garbage", client_id),
+        "an access token": await exchange(api, user.token, client_id),
+        "a bearer access token": await exchange(api, f"Bearer {user.token}", client_id),
+        "a valid-looking ticket nobody minted": await exchange(
+            api, forge_ticket(stack, user.id, expires_at=int(time.time()) + 60), client_id
+        ),
+        "sealed with another key": await exchange(
+            api,
+            forge_ticket(stack, user.id, expires_at=int(time.time()) + 60, key=secrets.token_urlsafe(32)),
+            client_id,
+        ),
+        "too long": await exchange(api, "A" * 5000, client_id),
+    }
+    for case, response in refused.items():
+        assert response.status_code == 401, (case, response.text)
+        assert response.json()["detail"] in ("Invalid or expired ticket", "Not authenticated"), case
+    for malformed in ("short", "x" * 129, "bad/chars!" * 3, ""):
+        response = await exchange(api, ticket, malformed)
+        assert response.status_code == 422, (malformed, response.text)
+    # None of that used the ticket up.
+    assert await ticket_row(db, user.id) == rows_before
+
+    # Accepted, but expired by now.
+    await db.execute(
+        "UPDATE auth.qr_tickets SET expires_at = now() - interval '1 second' WHERE user_id = $1", user.id
+    )
+    assert (await exchange(api, ticket, client_id)).status_code == 401
+    consumed = "SELECT count(*) FROM auth.qr_tickets WHERE user_id = $1 AND state = 'consumed'"
+    assert await db.fetchval(consumed, user.id) == 0
+
+    # In Bearer form too, the right ticket with the right hub works.
+    second = await mint(api, user.headers)
+    other_hub = new_client_id()
+    async with hub_client(ws_url, other_hub) as browser, hub_client(ws_url, other_hub) as phone:
+        await phone.send(json.dumps({"op": "pending_ticket", "encrypted_user_payload": second}))
+        assert await next_op(browser) == {"op": "access granted", "auth_token": second}
+    assert (await exchange(api, f"Bearer {second}", other_hub)).status_code == 200
+
+
+async def test_minting_needs_a_token(api: httpx.AsyncClient, db: asyncpg.Connection, make_user: Any) -> None:
+    started = await db.fetchval("SELECT now()")
+    minted_since = "SELECT count(*) FROM auth.qr_tickets WHERE created_at >= $1"
+    for headers in ({}, {"Authorization": "Bearer garbage"}, {"X-User-Id": "1"}):
+        response = await api.get("/auth/encrypt_user_data/", headers=headers)
+        assert response.status_code == 401, headers
+    # A ticket is not an access token either.
+    user = await make_user()
+    ticket = await mint(api, user.headers)
+    response = await api.get("/auth/encrypt_user_data/", headers={"Authorization": f"Bearer {ticket}"})
+    assert response.status_code == 401
+    assert await db.fetchval(minted_since, started) == 1
+
+
+async def test_ticket_names_the_user_and_nothing_secret(
+    api: httpx.AsyncClient, db: asyncpg.Connection, make_user: Any, stack: Stack
+) -> None:
+    user = await make_user()
+    ticket = await mint(api, user.headers)
+    secret = (stack.config.data_dir / "keys" / "qr_ticket.key").read_text()
+    claims = TicketCodec(secret).decode(ticket)
+    assert claims is not None
+    assert claims.user_id == user.id
+    assert 0 < claims.expires_at - time.time() <= 121
+    [row] = await ticket_row(db, user.id)
+    assert row["id"] == claims.ticket_id
+    password_hash = await db.fetchval(
+        "SELECT password_hash FROM auth.credentials WHERE user_id = $1", user.id
+    )
+    assert password_hash not in ticket
+
+
+async def test_live_tickets_per_user_are_capped(api: httpx.AsyncClient, make_user: Any) -> None:
+    user = await make_user()
+    for _ in range(20):
+        await mint(api, user.headers)
+    response = await api.get("/auth/encrypt_user_data/", headers=user.headers)
+    assert response.status_code == 429
+    assert "Retry-After" in response.headers
