@@ -141,7 +141,9 @@ def username_candidates(login: str, yandex_id: str) -> Iterator[str]:
     base = base_username(login)
 
     def with_suffix(suffix: str) -> str:
-        return base[: USERNAME_MAX - len(suffix)] + suffix
+        head = base[: USERNAME_MAX - len(suffix)]
+        # No "__" where a truncated login meets the "_<id>" suffix.
+        return (head.rstrip("_.") if suffix.startswith("_") else head) + suffix
 
     seen: set[str] = set()
     suffixes = ["", f"_{yandex_id[-4:]}", f"_{yandex_id}"] + [str(n) for n in range(1, 10)]
