@@ -1,0 +1,89 @@
+"""What nginx itself answers: routes, JSON errors, docs, request ids, body limits."""
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+
+@pytest.mark.parametrize("prefix", ["gateway", "auth", "users", "private", "auth_events"])
+async def test_every_service_publishes_docs_without_a_token(api: httpx.AsyncClient, prefix: str) -> None:
+    schema = await api.get(f"/{prefix}/openapi.json")
+    assert schema.status_code == 200, schema.text
+    assert schema.json()["openapi"].startswith("3.")
+    docs = await api.get(f"/{prefix}/docs")
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
+    assert f"/{prefix}/openapi.json" in docs.text
+
+
+async def test_unknown_path_is_a_json_404(api: httpx.AsyncClient) -> None:
+    for path in ("/", "/nope", "/internal/users/1", "/healthz", "/_auth"):
+        response = await api.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json() == {"detail": "Not found"}
+
+
+async def test_internal_routes_are_not_reachable_through_nginx(api: httpx.AsyncClient) -> None:
+    response = await api.put("/internal/users/1", json={"username": "mallory"})
+    assert response.status_code in (404, 405)
+    assert "detail" in response.json()
+
+
+async def test_oversized_body_is_a_json_413(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/auth/register/", content=b"x" * (2 * 1024 * 1024), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json() == {"detail": "Request body is too large"}
+
+
+async def test_request_id_is_returned_and_passed_to_services(api: httpx.AsyncClient, stack: object) -> None:
+    response = await api.post("/auth/login/", json={"email": "rid@example.com", "password": "whatever1"})
+    request_id = response.headers["X-Request-Id"]
+    assert len(request_id) == 32
+    from devstack import Stack
+
+    assert isinstance(stack, Stack)
+    # The auth service logged the same id for that request.
+    log = ""
+    for _ in range(20):
+        log = stack.log_dir.joinpath("auth.log").read_text()
+        if request_id in log:
+            break
+        import asyncio
+
+        await asyncio.sleep(0.1)
+    assert request_id in log
+
+
+async def test_error_pages_of_nginx_are_json(api: httpx.AsyncClient) -> None:
+    unauthorised = await api.get("/private/chat-list/")
+    assert unauthorised.status_code == 401
+    assert unauthorised.headers["content-type"].startswith("application/json")
+    assert unauthorised.headers["WWW-Authenticate"] == "Bearer"
+    assert unauthorised.json() == {"detail": "Not authenticated"}
+    media_write = await api.post("/media/anything.png", content=b"x")
+    assert media_write.status_code == 403
+    assert media_write.json() == {"detail": "Forbidden"}
+    missing_media = await api.get("/media/avatars/none.png")
+    assert missing_media.status_code == 404
+    assert missing_media.json() == {"detail": "Not found"}
+
+
+async def test_service_down_gives_a_json_503(
+    api: httpx.AsyncClient, stack: object, make_user: object
+) -> None:
+    from devstack import Stack
+
+    assert isinstance(stack, Stack)
+    user = await make_user()  # type: ignore[operator]
+    stack.stop_service("gateway")
+    try:
+        response = await api.get("/users/me/", headers=user.headers)
+    finally:
+        stack.start_service("gateway")
+    assert response.status_code == 503
+    assert response.json() == {"detail": "Service temporarily unavailable"}
+    assert (await api.get("/users/me/", headers=user.headers)).status_code == 200
