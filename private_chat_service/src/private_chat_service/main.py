@@ -6,6 +6,9 @@ from fastapi import FastAPI
 from common.app import build_app
 from common.db import make_engine
 from common.logs import configure_logging
+from private_chat_service import validation
+from private_chat_service.routes import router
+from private_chat_service.service import PrivateChatService
 from private_chat_service.settings import PrivateChatSettings
 
 
@@ -16,15 +19,20 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.engine = make_engine(
+        engine = make_engine(
             settings.database_url, pool_size=settings.db_pool_size, application_name="private_chat"
         )
+        app.state.engine = engine
+        app.state.service = PrivateChatService(engine)
         yield
-        await app.state.engine.dispose()
+        await engine.dispose()
 
-    return build_app(
+    app = build_app(
         title="Private chat service",
         prefix="/private",
         description="One-to-one chats and their messages.",
         lifespan=lifespan,
+        routers=[router],
     )
+    validation.install(app)
+    return app

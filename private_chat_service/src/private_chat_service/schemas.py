@@ -1,0 +1,82 @@
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+MAX_ID = 2**63 - 1
+MAX_TEXT_LENGTH = 2000
+
+# Ids are PostgreSQL bigints: anything outside is a bad value (422), never a database error.
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+def _clean_text(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("text must not be blank")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise ValueError(f"text must be at most {MAX_TEXT_LENGTH} characters after trimming")
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from exc
+    return value
+
+
+# 1-2000 characters after trimming; stored trimmed.
+MessageText = Annotated[str, AfterValidator(_clean_text)]
+
+
+class StartChatRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    recipient_id: Id
+    text: MessageText | None = None
+
+
+class StartChatResponse(BaseModel):
+    chat_id: int
+    message_id: int | None = None
+
+
+class AddMessageRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    text: MessageText
+    message_answer_id: Id | None = None
+
+
+class AddMessageResponse(BaseModel):
+    detail: Literal["Success add."] = "Success add."
+    id: int
+
+
+class UserObject(BaseModel):
+    id: int
+    username: str
+    avatar_url: str | None
+
+
+class Message(BaseModel):
+    id: int
+    text: str
+    answer: int | None
+    chat_id: int
+    message_owner: UserObject
+    created_at: datetime
+
+
+class ChatInfo(BaseModel):
+    id: int
+    chat_starter: UserObject
+    chat_recipient: UserObject
+    created_at: datetime
+    last_activity_at: datetime
+
+
+class ChatListItem(BaseModel):
+    id: int
+    companion: UserObject
+    last_activity_at: datetime
