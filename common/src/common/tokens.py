@@ -25,6 +25,8 @@ def token_from_authorization(header: str | None) -> str:
     if header is None or not header.strip():
         raise not_authenticated()
     value = header.strip()
+    if value.lower() == "bearer":
+        raise not_authenticated()
     scheme, _, rest = value.partition(" ")
     if rest and scheme.lower() == "bearer":
         value = rest.strip()
