@@ -381,8 +381,10 @@ async def test_concurrent_registrations_with_one_token(
         token, yandex_id = new_token(), new_yandex_id()
         fake_yandex.profile(token, id=yandex_id, login=new_login(), default_email=f"{new_login()}@yandex.ru")
         fake_yandex.hold_together([token], parties=2)
+        broken = fake_yandex.broken_barriers
         first, second = await asyncio.gather(register(api, token), register(api, token))
         assert sorted([first.status_code, second.status_code]) == [200, 409], (first.text, second.text)
+        assert fake_yandex.broken_barriers == broken  # both really were in flight together
         assert await db.fetchval("SELECT count(*) FROM auth.credentials WHERE yandex_id = $1", yandex_id) == 1
         row = await account(db, yandex_id)
         assert row is not None
@@ -399,8 +401,10 @@ async def test_concurrent_registrations_with_one_login(
     for token, yandex_id in zip(tokens, ids, strict=True):
         fake_yandex.profile(token, id=yandex_id, login=name)
     fake_yandex.hold_together(tokens, parties=2)
+    broken = fake_yandex.broken_barriers
     responses = await asyncio.gather(*(register(api, token) for token in tokens))
     assert [response.status_code for response in responses] == [200, 200], [r.text for r in responses]
+    assert fake_yandex.broken_barriers == broken
     usernames = set()
     for yandex_id in ids:
         row = await account(db, yandex_id)
