@@ -60,16 +60,26 @@ class Hub:
     client_id: str
     deadline: float
     clients: list[Client] = field(default_factory=list)
-    # Set once the hub granted access or timed out: nothing more happens in it.
-    finished: bool = False
     ticket_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _finishing: "asyncio.Future[None] | None" = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the hub granted access or timed out: nothing more happens in it."""
+        return self._finishing is not None
 
     async def finish(self, payload: dict[str, Any]) -> None:
-        """Tell every client `payload` and close them all with 1000 (only the first call acts)."""
-        if self.finished:
-            return
-        self.finished = True
-        clients = list(self.clients)
+        """Tell every client `payload` and close them all with 1000.
+
+        The first call does it; a concurrent call (the other client's task noticing the same
+        deadline) waits for it, so no handler returns before its socket was closed properly.
+        """
+        if self._finishing is None:
+            self._finishing = asyncio.ensure_future(self._finish(list(self.clients), payload))
+        await asyncio.shield(self._finishing)
+
+    @staticmethod
+    async def _finish(clients: list[Client], payload: dict[str, Any]) -> None:
         await asyncio.gather(*(client.send(payload) for client in clients))
         await asyncio.gather(*(client.close(NORMAL) for client in clients))
 
