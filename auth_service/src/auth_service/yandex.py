@@ -95,7 +95,7 @@ class YandexClient:
                 status, body = await self._get_info(oauth_token)
         except TimeoutError as exc:
             raise YandexUnavailable("timed out") from exc
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise YandexUnavailable(f"{type(exc).__name__}: {exc}") from exc
         if status in (401, 403):
             raise YandexTokenRejected(f"Yandex answered {status}")
