@@ -2,6 +2,7 @@
 clients, on both websocket instances; tickets single-use across instances; every bad ticket."""
 
 import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -16,7 +17,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from auth_service.tickets import TicketClaims, TicketCodec
+from auth_service.tickets import TicketClaims, TicketCodec, TicketService
+from common.db import make_engine
 from devstack import Stack
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -77,17 +79,24 @@ async def instance_of(instances: dict[str, str], client_id: str) -> tuple[str, i
     return found[0]
 
 
-async def client_ids_per_instance(ws_url: str, instances: dict[str, str]) -> dict[str, str]:
-    """A client_id that nginx routes to each instance, found by opening hubs and asking."""
-    chosen: dict[str, str] = {}
-    for _ in range(64):
+async def client_ids_on_each(
+    ws_url: str, instances: dict[str, str], per_instance: int
+) -> dict[str, list[str]]:
+    """Client ids that nginx routes to each instance, found by opening hubs and asking."""
+    chosen: dict[str, list[str]] = {name: [] for name in instances}
+    for _ in range(64 * per_instance):
         client_id = new_client_id()
         async with hub_client(ws_url, client_id):
             name, _ = await instance_of(instances, client_id)
-        chosen.setdefault(name, client_id)
-        if len(chosen) == len(instances):
+        if len(chosen[name]) < per_instance:
+            chosen[name].append(client_id)
+        if all(len(ids) == per_instance for ids in chosen.values()):
             return chosen
     pytest.fail(f"client ids never reached every instance: {chosen}")
+
+
+async def client_ids_per_instance(ws_url: str, instances: dict[str, str]) -> dict[str, str]:
+    return {name: ids[0] for name, ids in (await client_ids_on_each(ws_url, instances, 1)).items()}
 
 
 async def mint(api: httpx.AsyncClient, headers: dict[str, str]) -> str:
@@ -358,3 +367,64 @@ async def test_live_tickets_per_user_are_capped(api: httpx.AsyncClient, make_use
     response = await api.get("/auth/encrypt_user_data/", headers=user.headers)
     assert response.status_code == 429
     assert "Retry-After" in response.headers
+
+
+async def test_concurrent_use_of_one_ticket_succeeds_once(
+    api: httpx.AsyncClient, db: asyncpg.Connection, make_user: Any, ws_url: str, instances: dict[str, str]
+) -> None:
+    user = await make_user()
+    ticket = await mint(api, user.headers)
+    # Four hubs on each instance, all sent the same ticket at once.
+    hubs = [hub for ids in (await client_ids_on_each(ws_url, instances, 4)).values() for hub in ids]
+    async with contextlib.AsyncExitStack() as stack:
+        phones = [await stack.enter_async_context(hub_client(ws_url, hub)) for hub in hubs]
+        message = json.dumps({"op": "pending_ticket", "encrypted_user_payload": ticket})
+        await asyncio.gather(*(phone.send(message) for phone in phones))
+        answers = await asyncio.gather(*(next_op(phone) for phone in phones))
+    granted = [hub for hub, answer in zip(hubs, answers, strict=True) if answer["op"] == "access granted"]
+    assert len(granted) == 1, answers
+    assert sum(answer == {"op": "bad ticket"} for answer in answers) == len(hubs) - 1
+    [row] = await ticket_row(db, user.id)
+    assert (row["state"], row["client_id"]) == ("accepted", granted[0])
+
+    exchanges = await asyncio.gather(*(exchange(api, ticket, granted[0]) for _ in range(8)))
+    assert sorted(response.status_code for response in exchanges) == [200] + [401] * 7
+
+
+async def test_expired_tickets_are_cleaned_up(
+    api: httpx.AsyncClient, db: asyncpg.Connection, make_user: Any, stack: Stack
+) -> None:
+    user = await make_user()
+    expired, live = await mint(api, user.headers), await mint(api, user.headers)
+    secret = (stack.config.data_dir / "keys" / "qr_ticket.key").read_text()
+    codec = TicketCodec(secret)
+    expired_claims, live_claims = codec.decode(expired), codec.decode(live)
+    assert expired_claims is not None
+    assert live_claims is not None
+    await db.execute(
+        "UPDATE auth.qr_tickets SET expires_at = now() - interval '1 second' WHERE id = $1",
+        expired_claims.ticket_id,
+    )
+    assert stack.database_url
+    engine = make_engine(stack.database_url, pool_size=1)
+    try:
+        # The auth service runs this on its housekeeping interval; here it runs once, now.
+        tickets = TicketService(
+            engine=engine, codec=codec, issuer=None, ttl_seconds=120, max_live_per_user=20
+        )
+        await tickets.housekeeping()
+    finally:
+        await engine.dispose()
+    remaining = {row["id"] for row in await ticket_row(db, user.id)}
+    assert remaining == {live_claims.ticket_id}
+
+
+async def test_internal_endpoints_are_not_routed(api: httpx.AsyncClient, make_user: Any) -> None:
+    user = await make_user()
+    ticket = await mint(api, user.headers)
+    body = {"ticket": ticket, "client_id": new_client_id()}
+    for path in ("/internal/qr/accept", "/auth/internal/qr/accept", "/auth_events/../internal/qr/accept"):
+        response = await api.post(path, json=body)
+        assert response.status_code == 404, path
+    for path in ("/internal/stats", "/auth_events/internal/stats", "/auth_events/../internal/stats"):
+        assert (await api.get(path)).status_code == 404, path
