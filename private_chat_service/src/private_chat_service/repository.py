@@ -183,25 +183,28 @@ def chat_list_query(user_id: int, *, limit: int | None, offset: int) -> Select[A
     """The user's chats, most recent activity first, each with the other member's user object.
 
     Each half of the union is a backward scan of one per-member index (chats_low_activity,
-    chats_high_activity); PostgreSQL merges the two ordered streams.
+    chats_high_activity), cut at `limit + offset`; PostgreSQL merges the two ordered streams
+    (Merge Append), so a page reads about `limit + offset` index entries per side.
     """
-    as_low = select(chats.c.id, chats.c.last_activity_at, chats.c.user_high.label("companion_id")).where(
-        chats.c.user_low == user_id
-    )
-    as_high = select(chats.c.id, chats.c.last_activity_at, chats.c.user_low.label("companion_id")).where(
-        chats.c.user_high == user_id
-    )
-    mine = union_all(as_low, as_high).subquery("mine")
+    halves = []
+    for mine, other in ((chats.c.user_low, chats.c.user_high), (chats.c.user_high, chats.c.user_low)):
+        half = select(chats.c.id, chats.c.last_activity_at, other.label("companion_id")).where(
+            mine == user_id
+        )
+        if limit is not None:
+            half = half.order_by(chats.c.last_activity_at.desc(), chats.c.id.desc()).limit(limit + offset)
+        halves.append(half)
+    both = union_all(*halves).subquery("mine")
     statement = (
         select(
-            mine.c.id,
-            mine.c.last_activity_at,
-            mine.c.companion_id,
+            both.c.id,
+            both.c.last_activity_at,
+            both.c.companion_id,
             func.coalesce(public_profiles.c.username, MISSING_USERNAME).label("username"),
             public_profiles.c.avatar_url,
         )
-        .select_from(mine.outerjoin(public_profiles, public_profiles.c.id == mine.c.companion_id))
-        .order_by(mine.c.last_activity_at.desc(), mine.c.id.desc())
+        .select_from(both.outerjoin(public_profiles, public_profiles.c.id == both.c.companion_id))
+        .order_by(both.c.last_activity_at.desc(), both.c.id.desc())
         .offset(offset)
     )
     if limit is not None:

@@ -1,0 +1,161 @@
+"""The query plans of the private chat service's hot reads, on a chat with many messages.
+
+The SQL checked is the service's own (compiled from repository.py), run with EXPLAIN against
+the real schema. A page must be a bounded index range scan: the scan stops after `limit` rows
+whatever the depth of the cursor, and no sort runs below the LIMIT.
+"""
+
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql import Select
+
+from private_chat_service.repository import chat_list_query, messages_page_query
+
+pytestmark = pytest.mark.usefixtures("stack")
+
+BIG_CHAT_MESSAGES = 60_000
+MY_CHATS = 2_000
+STRANGERS_CHATS = 40_000
+
+
+def sql(statement: Select[Any]) -> str:
+    return str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+async def explain(db: asyncpg.Connection, statement: Select[Any]) -> dict[str, Any]:
+    raw = await db.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql(statement)}")
+    plan: dict[str, Any] = json.loads(raw)[0]["Plan"]
+    return plan
+
+
+def limit_subtree(plan: dict[str, Any]) -> dict[str, Any]:
+    return next(node for node in nodes(plan) if node["Node Type"] == "Limit")
+
+
+_built: dict[str, dict[str, int]] = {}
+
+
+@pytest.fixture
+async def big_chat(db: asyncpg.Connection) -> dict[str, int]:
+    """A chat of two (synthetic) users with many messages, among thousands of other chats.
+
+    Built once per test session (the tests only read it).
+    """
+    if "chat" in _built:
+        return _built["chat"]
+    base = 10**15 + secrets.randbelow(10**12) * 10**3
+    low, high = base + 1, base + 2
+    async with db.transaction():
+        chat_id = await db.fetchval(
+            "INSERT INTO private_chat.chats (user_low, user_high, starter_id)"
+            " VALUES ($1, $2, $1) RETURNING id",
+            low,
+            high,
+        )
+        # The low user also has thousands of chats on both sides of the pair ordering.
+        await db.execute(
+            """
+            INSERT INTO private_chat.chats (user_low, user_high, starter_id, last_activity_at)
+            SELECT CASE WHEN g % 2 = 0 THEN $1::bigint - g ELSE $1::bigint END,
+                   CASE WHEN g % 2 = 0 THEN $1::bigint ELSE $1::bigint + 10 + g END,
+                   $1::bigint, now() - g * interval '1 minute'
+            FROM generate_series(1, $2::int) AS g
+            """,
+            low,
+            MY_CHATS,
+        )
+        # ...in a table that is mostly other people's chats.
+        await db.execute(
+            """
+            INSERT INTO private_chat.chats (user_low, user_high, starter_id, last_activity_at)
+            SELECT $1::bigint + 10 * g, $1::bigint + 10 * g + 1, $1::bigint + 10 * g,
+                   now() - g * interval '1 second'
+            FROM generate_series(1, $2::int) AS g
+            """,
+            base + 10**6,
+            STRANGERS_CHATS,
+        )
+        await db.execute(
+            """
+            INSERT INTO private_chat.messages (chat_id, owner_id, text)
+            SELECT $1::bigint, CASE WHEN g % 2 = 0 THEN $2::bigint ELSE $3::bigint END, 'message ' || g
+            FROM generate_series(1, $4::int) AS g
+            """,
+            chat_id,
+            low,
+            high,
+            BIG_CHAT_MESSAGES,
+        )
+    await db.execute("ANALYZE private_chat.chats")
+    await db.execute("ANALYZE private_chat.messages")
+    bounds = await db.fetchrow(
+        "SELECT min(id) AS first, max(id) AS last FROM private_chat.messages WHERE chat_id = $1", chat_id
+    )
+    _built["chat"] = {"chat_id": chat_id, "user": low, "first": bounds["first"], "last": bounds["last"]}
+    return _built["chat"]
+
+
+def assert_bounded_range_scan(plan: dict[str, Any], direction: str, limit: int) -> None:
+    limited = limit_subtree(plan)
+    below = list(nodes(limited))
+    assert not [n for n in below if n["Node Type"] == "Sort"], "a sort below the LIMIT"
+    assert not [n for n in below if n["Node Type"] == "Seq Scan"], "a sequential scan below the LIMIT"
+    [scan] = [n for n in below if n.get("Relation Name") == "messages"]
+    assert scan["Node Type"] in ("Index Scan", "Index Only Scan")
+    assert scan["Index Name"] == "messages_pkey"
+    assert scan["Scan Direction"] == direction
+    # The scan stopped at the page: it did not walk the chat's history.
+    assert scan["Actual Rows"] == limit
+    assert scan.get("Rows Removed by Filter", 0) == 0
+
+
+async def test_newest_page_is_a_backward_range_scan(db: asyncpg.Connection, big_chat: dict[str, int]) -> None:
+    plan = await explain(
+        db, messages_page_query(big_chat["chat_id"], limit=50, offset=0, before=None, after=None)
+    )
+    assert_bounded_range_scan(plan, "Backward", 50)
+
+
+async def test_deep_cursor_pages_are_range_scans(db: asyncpg.Connection, big_chat: dict[str, int]) -> None:
+    deep = big_chat["first"] + 1_000  # near the very beginning of the history
+    older = await explain(
+        db, messages_page_query(big_chat["chat_id"], limit=50, offset=0, before=deep, after=None)
+    )
+    assert_bounded_range_scan(older, "Backward", 50)
+    newer = await explain(
+        db, messages_page_query(big_chat["chat_id"], limit=50, offset=0, before=None, after=deep)
+    )
+    assert_bounded_range_scan(newer, "Forward", 50)
+
+
+async def test_page_owners_come_from_one_join(db: asyncpg.Connection, big_chat: dict[str, int]) -> None:
+    plan = await explain(
+        db, messages_page_query(big_chat["chat_id"], limit=50, offset=0, before=None, after=None)
+    )
+    assert plan["Actual Loops"] == 1
+    joins = [n for n in nodes(plan) if n["Node Type"] in ("Nested Loop", "Hash Join", "Merge Join")]
+    assert joins, "owners are joined in the page query"
+    assert any(n.get("Relation Name") == "users" for n in nodes(plan))
+
+
+async def test_chat_list_merges_the_two_member_indexes(
+    db: asyncpg.Connection, big_chat: dict[str, int]
+) -> None:
+    plan = await explain(db, chat_list_query(big_chat["user"], limit=20, offset=0))
+    below = list(nodes(limit_subtree(plan)))
+    assert not [n for n in below if n["Node Type"] in ("Sort", "Seq Scan")]
+    scans = {n.get("Index Name") for n in below if n.get("Relation Name") == "chats"}
+    assert scans == {"chats_low_activity", "chats_high_activity"}
+    assert any(n["Node Type"] == "Merge Append" for n in below)
