@@ -1,8 +1,7 @@
 """The Yandex ID client's parsing and error mapping, and username derivation, without a stack.
 
 Yandex itself is replaced by httpx.MockTransport here; the end-to-end cases are in
-test_yandex.py (through nginx, against a fake Yandex server). This file lives in tests/ rather than
-auth_service/tests/ because pytest's importlib mode would shadow the `auth_service` package there.
+tests/test_yandex.py (through nginx, against a fake Yandex server).
 """
 
 import json
