@@ -49,7 +49,12 @@ def fake_yandex() -> Iterator[Any]:
 def stack(fake_yandex: Any) -> Iterator[Stack]:
     data_dir = Path(tempfile.mkdtemp(prefix="chat-e2e-"))
     data_dir.chmod(0o755)
-    config = StackConfig.for_tests(data_dir, env={"LOG_LEVEL": "INFO"})
+    env = {
+        "LOG_LEVEL": "INFO",
+        # Housekeeping runs often so the crash-recovery test need not wait a minute.
+        "AUTH_HOUSEKEEPING_INTERVAL_SECONDS": "1",
+    }
+    config = StackConfig.for_tests(data_dir, env=env)
     config.env.update(fake_yandex.stack_env())
     running = Stack(config)
     try:
