@@ -26,7 +26,7 @@ from devstack.stack import StackError
 
 
 def _load_fake_yandex() -> Any:
-    # Loaded by path: with --import-mode=importlib the tests folder is not on sys.path.
+    # Loaded by path, so it does not depend on pytest's import mode putting tests/ on sys.path.
     spec = importlib.util.spec_from_file_location("fake_yandex", Path(__file__).with_name("fake_yandex.py"))
     assert spec is not None
     assert spec.loader is not None
