@@ -412,3 +412,21 @@ async def test_concurrent_registrations_with_one_login(
         usernames.add(row["username"])
     # Whoever came second got its own id's variant.
     assert usernames in ({name, f"{name}_2222"}, {name, f"{name}_1111"})
+
+
+async def test_users_service_down_leaves_nothing(
+    api: httpx.AsyncClient, db: asyncpg.Connection, fake_yandex: Any, stack: Any
+) -> None:
+    token, yandex_id = new_token(), new_yandex_id()
+    fake_yandex.profile(token, id=yandex_id, login=new_login(), default_email=f"{new_login()}@yandex.ru")
+    before = await counts(db)
+    stack.stop_service("users")
+    try:
+        response = await register(api, token)
+    finally:
+        stack.start_service("users")
+    assert response.status_code == 503, response.text
+    assert await counts(db) == before
+    assert await account(db, yandex_id) is None
+    # Once the users service is back, the same token registers.
+    assert (await register(api, token)).status_code == 200
