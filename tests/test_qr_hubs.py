@@ -97,7 +97,7 @@ async def settle(instances: dict[str, str], expected: tuple[int, int] = (0, 0)) 
 async def instance_of(instances: dict[str, str], client_id: str) -> str | None:
     async with httpx.AsyncClient(timeout=10) as http:
         for name, url in instances.items():
-            if (await http.get(f"{url}/internal/hubs/{client_id}")).status_code == 200:
+            if (await http.get(f"{url}/internal/hubs", params={"client_id": client_id})).status_code == 200:
                 return name
     return None
 
@@ -115,7 +115,7 @@ async def test_a_third_client_is_refused(ws_url: str, instances: dict[str, str])
         name = await instance_of(instances, client_id)
         assert name is not None
         async with httpx.AsyncClient() as http:
-            hub = (await http.get(f"{instances[name]}/internal/hubs/{client_id}")).json()
+            hub = (await http.get(f"{instances[name]}/internal/hubs", params={"client_id": client_id})).json()
         assert hub["clients"] == 2
 
 
@@ -329,3 +329,15 @@ async def test_losing_an_instance_loses_only_its_hubs(
         "/auth/qr_auth/", params={"client_id": client_id}, headers={"Authorization": ticket}
     )
     assert response.status_code == 200
+
+
+async def test_client_ids_stay_out_of_the_logs(stack: Stack, ws_url: str, instances: dict[str, str]) -> None:
+    client_id = new_client_id()
+    async with hub_client(ws_url, client_id):
+        name = await instance_of(instances, client_id)
+    assert name is not None
+    await settle(instances)
+    log = stack.log_dir / f"qr_ws{name[-1]}.log"
+    text = log.read_text(errors="replace")
+    assert "client_id=***" in text
+    assert client_id not in text

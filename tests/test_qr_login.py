@@ -72,7 +72,7 @@ async def instance_of(instances: dict[str, str], client_id: str) -> tuple[str, i
     found = []
     async with httpx.AsyncClient(timeout=10) as http:
         for name, url in instances.items():
-            response = await http.get(f"{url}/internal/hubs/{client_id}")
+            response = await http.get(f"{url}/internal/hubs", params={"client_id": client_id})
             if response.status_code == 200:
                 found.append((name, response.json()["clients"]))
     assert len(found) == 1, found
@@ -176,7 +176,7 @@ async def test_login_by_qr_on_each_instance(
         assert replay.json() == {"detail": "Invalid or expired ticket"}
         # The hub was freed when its clients left.
         async with httpx.AsyncClient() as http:
-            gone = await http.get(f"{instances[instance]}/internal/hubs/{client_id}")
+            gone = await http.get(f"{instances[instance]}/internal/hubs", params={"client_id": client_id})
         assert gone.status_code == 404
 
 

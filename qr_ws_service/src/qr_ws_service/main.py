@@ -8,6 +8,7 @@ from common.app import build_app
 from common.logs import configure_logging
 from qr_ws_service.auth_client import AuthClient
 from qr_ws_service.hubs import HubRegistry
+from qr_ws_service.logs import redact_client_ids
 from qr_ws_service.routes import internal_router, router
 from qr_ws_service.settings import QrWsSettings
 
@@ -15,6 +16,7 @@ from qr_ws_service.settings import QrWsSettings
 def create_app(settings: QrWsSettings | None = None) -> FastAPI:
     settings = settings or QrWsSettings()
     configure_logging("qr_ws", settings.log_level, settings.log_format)
+    redact_client_ids()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -19,6 +19,7 @@ from qr_ws_service.hubs import (
     Refusal,
     TokenBucket,
 )
+from qr_ws_service.logs import hub_label
 from qr_ws_service.settings import QrWsSettings
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ async def _serve(
         if message["type"] == "websocket.disconnect" or client.closed:
             return
         if not bucket.take():
-            logger.info("websocket closed for flooding", extra={"client_id": hub.client_id})
+            logger.info("websocket closed for flooding", extra={"hub": hub_label(hub.client_id)})
             await client.close(POLICY_VIOLATION, "rate limit")
             return
         text: str | None = message.get("text")
@@ -149,8 +150,9 @@ async def stats(request: Request) -> dict[str, Any]:
     return {"instance_id": settings.instance_id, **registry.stats()}
 
 
-@internal_router.get("/hubs/{client_id}")
+@internal_router.get("/hubs")
 async def hub_info(client_id: str, request: Request) -> dict[str, Any]:
+    # The id travels in the query, which the access log leaves out.
     registry: HubRegistry = request.app.state.hubs
     hub = registry.hubs.get(client_id)
     if hub is None:
