@@ -419,3 +419,18 @@ async def test_concurrent_uploads_leave_exactly_the_current_object(backend, clie
     assert url in {r.json()["avatar_url"] for r in responses}
     assert backend.stored_keys(member.id) == {key}
     assert (await fetch(url)).status_code == 200
+
+
+async def test_upload_replaces_an_external_avatar(backend, client, backend_db) -> None:
+    """A Yandex ID user starts with an external picture and no stored key; an upload replaces it
+    and nothing is deleted for the external one."""
+    member = await new_member(client)
+    external = "https://avatars.yandex.net/get-yapic/31804/islands-200"
+    await backend_db.execute("UPDATE users.users SET avatar_url = $1 WHERE id = $2", external, member.id)
+    assert (await client.get("/users/me/", headers=member.headers)).json()["avatar_url"] == external
+
+    response = await upload(client, member, png())
+    assert response.status_code == 200, response.text
+    url, key = await avatar_row(backend_db, member.id)
+    assert url == response.json()["avatar_url"] != external
+    assert backend.stored_keys(member.id) == {key}

@@ -204,3 +204,20 @@ def test_prefix_bounds_hold_exactly_the_prefixed_strings(prefix: str) -> None:
         name = other + "x"
         inside = low.encode() <= name.encode() < high.encode()
         assert inside == name.startswith(prefix)
+
+
+async def test_internal_create_accepts_only_web_avatar_urls(stack, api, make_user) -> None:
+    """The auth service hands over a Yandex ID user's picture as an absolute http(s) URL."""
+    caller = await make_user()
+    internal = f"http://127.0.0.1:{stack.config.service_ports['users']}/internal/users"
+    user_id = FAR_ID + uuid.uuid4().int % 10**12
+    name = fresh_prefix()
+    async with httpx.AsyncClient(timeout=30) as direct:
+        for bad in ("javascript:alert(1)", "/relative.png", "ftp://example.com/a.png"):
+            refused = await direct.put(f"{internal}/{user_id}", json={"username": name, "avatar_url": bad})
+            assert refused.status_code == 422, bad
+        external = "https://avatars.yandex.net/get-yapic/31804/islands-200"
+        created = await direct.put(f"{internal}/{user_id}", json={"username": name, "avatar_url": external})
+        assert created.status_code == 201, created.text
+    found = await search(api, caller.headers, username=name)
+    assert found.json() == [{"id": user_id, "username": name, "avatar_url": external}]
