@@ -1,6 +1,7 @@
 """Every SQL statement of the private chat service."""
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, case, func, literal, or_, select, union_all, update
@@ -57,20 +58,23 @@ async def get_members(conn: AsyncConnection, chat_id: int) -> Members | None:
     return Members(int(row.starter_id), int(row.user_low), int(row.user_high)) if row else None
 
 
-async def touch_chat_as_member(conn: AsyncConnection, chat_id: int, user_id: int) -> bool:
+async def touch_chat_as_member(conn: AsyncConnection, chat_id: int, user_id: int) -> datetime | None:
     """Record activity on a chat the user belongs to, and hold its row lock until commit.
 
     The lock serialises the sends of one chat, so message ids in a chat grow in commit order:
     a client that polls with `after=<last id seen>` never skips a message committed later.
-    False when the chat is missing or the user is not a member (nothing was changed).
+    Returns the new activity time (never earlier than the previous one), which the message
+    takes as its `created_at`; None when the chat is missing or the user is not a member
+    (nothing was changed).
     """
     statement = (
         update(chats)
         .where(chats.c.id == chat_id, or_(chats.c.user_low == user_id, chats.c.user_high == user_id))
         .values(last_activity_at=func.greatest(chats.c.last_activity_at, func.clock_timestamp()))
-        .returning(chats.c.id)
+        .returning(chats.c.last_activity_at)
     )
-    return (await conn.execute(statement)).first() is not None
+    activity: datetime | None = (await conn.execute(statement)).scalar_one_or_none()
+    return activity
 
 
 async def message_in_chat(conn: AsyncConnection, chat_id: int, message_id: int) -> bool:
@@ -83,7 +87,13 @@ async def message_in_chat(conn: AsyncConnection, chat_id: int, message_id: int) 
 
 
 async def insert_message(
-    conn: AsyncConnection, *, chat_id: int, owner_id: int, text: str, answer_id: int | None
+    conn: AsyncConnection,
+    *,
+    chat_id: int,
+    owner_id: int,
+    text: str,
+    answer_id: int | None,
+    created_at: datetime,
 ) -> int:
     statement = (
         insert(messages)
@@ -92,7 +102,7 @@ async def insert_message(
             owner_id=owner_id,
             text=text,
             answer_id=answer_id,
-            created_at=func.clock_timestamp(),
+            created_at=created_at,
         )
         .returning(messages.c.id)
     )

@@ -1,13 +1,21 @@
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_ID = 2**63 - 1
 MAX_TEXT_LENGTH = 2000
 
+
+def _not_a_bool(value: object) -> object:
+    # JSON true/false are not ids, although Python counts them as ints.
+    if isinstance(value, bool):
+        raise ValueError("an id must be an integer")
+    return value
+
+
 # Ids are PostgreSQL bigints: anything outside is a bad value (422), never a database error.
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_not_a_bool)]
 
 
 def _clean_text(value: str) -> str:

@@ -28,22 +28,24 @@ class PrivateChatService:
             chat_id = await repository.get_or_create_chat(conn, starter_id=user_id, recipient_id=recipient_id)
             message_id = None
             if text is not None:
-                await repository.touch_chat_as_member(conn, chat_id, user_id)
+                sent_at = await repository.touch_chat_as_member(conn, chat_id, user_id)
+                assert sent_at is not None  # the caller is a member of the pair's chat
                 message_id = await repository.insert_message(
-                    conn, chat_id=chat_id, owner_id=user_id, text=text, answer_id=None
+                    conn, chat_id=chat_id, owner_id=user_id, text=text, answer_id=None, created_at=sent_at
                 )
         return chat_id, message_id
 
     async def add_message(self, user_id: int, chat_id: int, *, text: str, answer_id: int | None) -> int:
         """One short transaction: lock-and-touch the chat, check the reply, insert."""
         async with self.engine.begin() as conn:
-            if not await repository.touch_chat_as_member(conn, chat_id, user_id):
-                await self._refuse(conn, chat_id)
+            sent_at = await repository.touch_chat_as_member(conn, chat_id, user_id)
+            if sent_at is None:
+                raise await self._refusal(conn, chat_id)
             if answer_id is not None and not await repository.message_in_chat(conn, chat_id, answer_id):
                 # A missing message and a message of another chat look the same: nothing leaks.
                 raise AppError(404, "message_not_found")
             return await repository.insert_message(
-                conn, chat_id=chat_id, owner_id=user_id, text=text, answer_id=answer_id
+                conn, chat_id=chat_id, owner_id=user_id, text=text, answer_id=answer_id, created_at=sent_at
             )
 
     async def messages(
@@ -107,11 +109,11 @@ class PrivateChatService:
         if user_id not in members:
             raise AppError(403, "not_chat_member")
 
-    async def _refuse(self, conn: AsyncConnection, chat_id: int) -> None:
+    async def _refusal(self, conn: AsyncConnection, chat_id: int) -> AppError:
         """Why a member-only write matched no row: the chat is missing (404) or not yours (403)."""
         if await repository.get_members(conn, chat_id) is None:
-            raise AppError(404, "chat_not_found")
-        raise AppError(403, "not_chat_member")
+            return AppError(404, "chat_not_found")
+        return AppError(403, "not_chat_member")
 
 
 def _user(user_id: Any, username: Any, avatar_url: Any) -> UserObject:

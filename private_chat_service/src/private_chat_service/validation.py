@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 
 
 def _printable(value: Any) -> Any:
@@ -23,9 +23,9 @@ def _printable(value: Any) -> Any:
     return value
 
 
-async def _validation_error_handler(request: Request, exc: Exception) -> ORJSONResponse:
+async def _validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return ORJSONResponse({"detail": _printable(jsonable_encoder(exc.errors()))}, status_code=422)
+    return JSONResponse({"detail": _printable(jsonable_encoder(exc.errors()))}, status_code=422)
 
 
 def install(app: FastAPI) -> None:

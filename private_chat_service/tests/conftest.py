@@ -1,0 +1,75 @@
+"""A real PostgreSQL for service-level tests, built by the real migrations.
+
+TEST_DATABASE_URL points at an existing database; otherwise a throwaway private cluster is
+started for the session (devstack's PrivatePostgres).
+"""
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from common.db import make_engine
+from devstack.config import StackConfig
+from devstack.postgres import PrivatePostgres
+from devstack.stack import Stack
+from private_chat_service.service import PrivateChatService
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    given = os.environ.get("TEST_DATABASE_URL")
+    root = Path(tempfile.mkdtemp(prefix="private-chat-tests-"))
+    root.chmod(0o755)
+    postgres = None
+    try:
+        if given:
+            url = given
+        else:
+            postgres = PrivatePostgres(root / "postgres", for_tests=True)
+            url = postgres.start()
+        Stack(StackConfig(data_dir=root, database_url=url)).migrate()
+        yield url
+    finally:
+        if postgres is not None:
+            postgres.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+async def raw(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def service(database_url: str) -> AsyncIterator[PrivateChatService]:
+    engine = make_engine(database_url, pool_size=20)
+    yield PrivateChatService(engine)
+    await engine.dispose()
+
+
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def new_user(raw: asyncpg.Connection):  # type: ignore[no-untyped-def]
+    """Creates a profile the way the users service would (test setup only) and returns its id."""
+
+    async def make(avatar_url: str | None = None) -> int:
+        user_id = 10_000_000 + os.getpid() % 1000 * 100_000 + next(_ids)
+        await raw.execute(
+            "INSERT INTO users.users (id, username, avatar_url) VALUES ($1, $2, $3)",
+            user_id,
+            f"pc{user_id}",
+            avatar_url,
+        )
+        return user_id
+
+    return make

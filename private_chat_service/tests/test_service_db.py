@@ -1,0 +1,169 @@
+"""The service against a real PostgreSQL: races, ordering, and what a page is built from."""
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from common.errors import AppError
+from private_chat_service.main import create_app
+from private_chat_service.service import PrivateChatService
+from private_chat_service.settings import PrivateChatSettings
+
+
+async def test_racing_start_chat_gives_one_chat(
+    service: PrivateChatService, raw: asyncpg.Connection, new_user: Any
+) -> None:
+    alice, bob = await new_user(), await new_user()
+    results = await asyncio.gather(
+        *(
+            service.start_chat(alice if i % 2 else bob, recipient_id=bob if i % 2 else alice, text=f"t{i}")
+            for i in range(40)
+        )
+    )
+    assert len({chat_id for chat_id, _ in results}) == 1
+    chat_id = results[0][0]
+    assert (
+        await raw.fetchval(
+            "SELECT count(*) FROM private_chat.chats WHERE user_low = $1 AND user_high = $2",
+            min(alice, bob),
+            max(alice, bob),
+        )
+        == 1
+    )
+    assert await raw.fetchval("SELECT count(*) FROM private_chat.messages WHERE chat_id = $1", chat_id) == 40
+
+
+async def test_message_ids_follow_commit_order(
+    service: PrivateChatService, raw: asyncpg.Connection, new_user: Any
+) -> None:
+    alice, bob = await new_user(), await new_user()
+    chat_id, _ = await service.start_chat(alice, recipient_id=bob, text=None)
+    await asyncio.gather(
+        *(
+            service.add_message(alice if i % 2 else bob, chat_id, text=f"m{i}", answer_id=None)
+            for i in range(60)
+        )
+    )
+    rows = await raw.fetch(
+        "SELECT id, created_at FROM private_chat.messages WHERE chat_id = $1 ORDER BY id", chat_id
+    )
+    assert len(rows) == 60
+    # Sends of one chat are serialised by the chat row's lock: the time taken after the lock
+    # grows with the id, so `after=<id>` polling cannot skip a later commit.
+    times = [row["created_at"] for row in rows]
+    assert times == sorted(times)
+    activity = await raw.fetchval("SELECT last_activity_at FROM private_chat.chats WHERE id = $1", chat_id)
+    assert activity == times[-1]
+
+
+async def test_failed_send_changes_nothing(
+    service: PrivateChatService, raw: asyncpg.Connection, new_user: Any
+) -> None:
+    alice, bob, carol = await new_user(), await new_user(), await new_user()
+    chat_id, first = await service.start_chat(alice, recipient_id=bob, text="first")
+    _, foreign = await service.start_chat(alice, recipient_id=carol, text="elsewhere")
+    assert first is not None
+    assert foreign is not None
+    activity = await raw.fetchval("SELECT last_activity_at FROM private_chat.chats WHERE id = $1", chat_id)
+    with pytest.raises(AppError) as refused:
+        await service.add_message(bob, chat_id, text="reply", answer_id=foreign)
+    assert (refused.value.status_code, refused.value.message_key) == (404, "message_not_found")
+    with pytest.raises(AppError) as outsider:
+        await service.add_message(carol, chat_id, text="hi", answer_id=None)
+    assert (outsider.value.status_code, outsider.value.message_key) == (403, "not_chat_member")
+    # The membership touch was rolled back with the refused insert.
+    assert (
+        await raw.fetchval("SELECT last_activity_at FROM private_chat.chats WHERE id = $1", chat_id)
+        == activity
+    )
+    assert await raw.fetchval("SELECT count(*) FROM private_chat.messages WHERE chat_id = $1", chat_id) == 1
+
+
+async def test_database_refuses_a_cross_chat_reply(
+    service: PrivateChatService, raw: asyncpg.Connection, new_user: Any
+) -> None:
+    alice, bob, carol = await new_user(), await new_user(), await new_user()
+    chat_id, _ = await service.start_chat(alice, recipient_id=bob, text="here")
+    _, foreign = await service.start_chat(alice, recipient_id=carol, text="there")
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await raw.execute(
+            "INSERT INTO private_chat.messages (chat_id, owner_id, text, answer_id) VALUES ($1, $2, 'x', $3)",
+            chat_id,
+            alice,
+            foreign,
+        )
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await raw.execute(
+            "INSERT INTO private_chat.chats (user_low, user_high, starter_id) VALUES ($1, $2, $2)",
+            min(alice, bob),
+            max(alice, bob),
+        )
+
+
+async def test_page_renders_user_objects_and_deleted_profiles(
+    service: PrivateChatService, raw: asyncpg.Connection, new_user: Any
+) -> None:
+    alice = await new_user(avatar_url="http://media.example/a.png")
+    bob = await new_user()
+    chat_id, _ = await service.start_chat(alice, recipient_id=bob, text="from alice")
+    await service.add_message(bob, chat_id, text="from bob", answer_id=None)
+    await raw.execute("DELETE FROM users.users WHERE id = $1", bob)
+    [newest, oldest] = await service.messages(alice, chat_id, limit=50, offset=0, before=None, after=None)
+    assert newest.message_owner.model_dump() == {"id": bob, "username": "deleted", "avatar_url": None}
+    assert oldest.message_owner.model_dump() == {
+        "id": alice,
+        "username": f"pc{alice}",
+        "avatar_url": "http://media.example/a.png",
+    }
+    info = await service.chat_info(alice, chat_id)
+    assert info.chat_starter.id == alice
+    assert info.chat_recipient.username == "deleted"
+    # A deleted recipient cannot get a new chat.
+    with pytest.raises(AppError) as missing:
+        await service.start_chat(alice, recipient_id=bob, text=None)
+    assert missing.value.status_code == 404
+
+
+# The shared error handlers render with ORJSONResponse, which this FastAPI release deprecates.
+in_process = pytest.mark.filterwarnings("ignore:ORJSONResponse is deprecated")
+
+
+@pytest.fixture
+async def client(database_url: str) -> Any:
+    app = create_app(PrivateChatSettings(DATABASE_URL=database_url, LOG_LEVEL="WARNING"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://private-chat") as http:
+            yield http
+
+
+@in_process
+async def test_lone_surrogate_is_a_422_not_a_500(client: httpx.AsyncClient, new_user: Any) -> None:
+    alice, bob = await new_user(), await new_user()
+    started = await client.post(
+        "/private/start-chat/", json={"recipient_id": bob}, headers={"X-User-Id": str(alice)}
+    )
+    assert started.status_code == 200
+    response = await client.post(
+        f"/private/add-message/{started.json()['chat_id']}/",
+        content=b'{"text": "bad \\udc00 text"}',
+        headers={"X-User-Id": str(alice), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "text"]
+
+
+@in_process
+async def test_without_identity_every_route_is_401(client: httpx.AsyncClient) -> None:
+    for method, path in (
+        ("POST", "/private/start-chat/"),
+        ("GET", "/private/1/messages"),
+        ("GET", "/private/1/info/"),
+        ("POST", "/private/add-message/1/"),
+        ("GET", "/private/chat-list/"),
+    ):
+        response = await client.request(method, path, json={"recipient_id": 1, "text": "x"})
+        assert response.status_code == 401, (method, path, response.text)
