@@ -19,16 +19,17 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.engine = make_engine(
-            settings.database_url, pool_size=settings.db_pool_size, application_name="users"
-        )
-        storage = await open_storage(settings)
-        app.state.users_service = UsersService(app.state.engine, storage, settings)
+        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, application_name="users")
         try:
-            yield
+            storage = await open_storage(settings)
+            try:
+                app.state.engine = engine
+                app.state.users_service = UsersService(engine, storage, settings)
+                yield
+            finally:
+                await storage.close()
         finally:
-            await storage.close()
-            await app.state.engine.dispose()
+            await engine.dispose()
 
     return build_app(
         title="Users service",

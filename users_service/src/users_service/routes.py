@@ -1,4 +1,4 @@
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
 from sqlalchemy.exc import IntegrityError
@@ -39,15 +39,21 @@ async def search_users(
     return [UserObject.model_validate(row) for row in await service.search(username, limit)]
 
 
-@router.api_route(
+_AVATAR_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Not a decodable image, or too many pixels"},
+    413: {"description": "File over the size limit"},
+    415: {"description": "Not PNG, JPEG, GIF or WebP (read from the bytes)"},
+    503: {"description": "Storage unavailable; the previous avatar is unchanged"},
+}
+
+
+@router.patch("/users/upload-avatar/", response_model=AvatarUploaded, responses=_AVATAR_ERRORS)
+@router.post(
     "/users/upload-avatar/",
-    methods=["PATCH", "POST"],
     response_model=AvatarUploaded,
-    responses={
-        400: {"description": "Not a decodable image, or too many pixels"},
-        413: {"description": "File over the size limit"},
-        415: {"description": "Not PNG, JPEG, GIF or WebP (read from the bytes)"},
-    },
+    responses=_AVATAR_ERRORS,
+    operation_id="upload_avatar_post",
+    description="The same as PATCH (accepted for older clients).",
 )
 async def upload_avatar(
     user_id: CurrentUserId,
