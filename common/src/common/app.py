@@ -4,7 +4,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import ORJSONResponse
 
 from common.errors import install_error_handlers
 from common.logs import AccessLogMiddleware
@@ -30,7 +29,6 @@ def build_app(
         docs_url=f"{prefix}/docs",
         redoc_url=f"{prefix}/redoc",
         openapi_url=f"{prefix}/openapi.json",
-        default_response_class=ORJSONResponse,
     )
     install_error_handlers(app)
     app.add_middleware(AccessLogMiddleware)

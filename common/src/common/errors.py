@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.i18n import pick_language, translate
@@ -38,28 +38,28 @@ def invalid_token() -> AppError:
     return AppError(401, "invalid_token", headers={"WWW-Authenticate": "Bearer"})
 
 
-async def _app_error_handler(request: Request, exc: Exception) -> ORJSONResponse:
+async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     language = pick_language(request.headers.get("accept-language"))
-    return ORJSONResponse(
+    return JSONResponse(
         {"detail": translate(exc.message_key, language)},
         status_code=exc.status_code,
         headers=exc.headers,
     )
 
 
-async def _http_error_handler(request: Request, exc: Exception) -> ORJSONResponse:
+async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail
     if exc.status_code == 404 and detail == "Not Found":
         detail = translate("not_found", pick_language(request.headers.get("accept-language")))
-    return ORJSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
 
-async def _unexpected_error_handler(request: Request, exc: Exception) -> ORJSONResponse:
+async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", extra={"path": request.url.path})
     language = pick_language(request.headers.get("accept-language"))
-    return ORJSONResponse({"detail": translate("internal_error", language)}, status_code=500)
+    return JSONResponse({"detail": translate("internal_error", language)}, status_code=500)
 
 
 async def _validation_error_handler(request: Request, exc: Exception) -> Response:

@@ -3,7 +3,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Header, Request
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
 
@@ -30,7 +30,7 @@ class TokenOwner(BaseModel):
 )
 async def get_token(
     request: Request, authorization: Annotated[str | None, Header()] = None
-) -> ORJSONResponse:
+) -> JSONResponse:
     """nginx's auth_request target: 200 with X-User-Id for a good token, else 401."""
     verifier: TokenVerifier = request.app.state.verifier
     claims = verifier.verify(token_from_authorization(authorization))
@@ -38,7 +38,7 @@ async def get_token(
         async with request.app.state.engine.connect() as conn:
             if (await conn.execute(IS_REVOKED, {"jti": claims.jti})).first() is not None:
                 raise invalid_token()
-    return ORJSONResponse({"user_id": claims.user_id}, headers={"X-User-Id": str(claims.user_id)})
+    return JSONResponse({"user_id": claims.user_id}, headers={"X-User-Id": str(claims.user_id)})
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
