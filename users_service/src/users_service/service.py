@@ -1,6 +1,8 @@
 """Rules of the users service: search, profiles, avatars. Raises AppError, knows no HTTP."""
 
+import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,6 +28,11 @@ class UsersService:
         self.engine = engine
         self.storage = storage
         self.settings = settings
+        # Decoding a large image takes up to a few hundred MB: bound how many run at once.
+        self._image_limiter = anyio.CapacityLimiter(settings.avatar_concurrency)
+        # One waiter per user on the database lock: a burst of uploads from one account waits
+        # here instead of holding pool connections.
+        self._user_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def search(self, query: str, limit: int) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:
@@ -45,7 +52,7 @@ class UsersService:
         if len(data) > self.settings.avatar_max_bytes:
             raise AppError(413, "file_too_large")
         try:
-            avatar = await anyio.to_thread.run_sync(self._make_avatar, data)
+            avatar = await anyio.to_thread.run_sync(self._make_avatar, data, limiter=self._image_limiter)
         except UnsupportedImageType as exc:
             raise AppError(415, "unsupported_media_type") from exc
         except InvalidImage as exc:
@@ -89,7 +96,10 @@ class UsersService:
 
     @asynccontextmanager
     async def _avatar_lock(self, user_id: int) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
+        local = self._user_locks.get(user_id)
+        if local is None:
+            local = self._user_locks[user_id] = asyncio.Lock()
+        async with local, self.engine.connect() as conn:
             await repository.lock_user_avatar(conn, user_id)
             await conn.commit()
             try:

@@ -19,6 +19,7 @@ class UsersSettings(DatabaseSettings):
     avatar_max_bytes: int = Field(default=8 * MIB, ge=1)
     avatar_max_side: int = Field(default=1024, ge=16, le=8192)
     avatar_max_pixels: int = Field(default=40_000_000, ge=1)
+    avatar_concurrency: int = Field(default=2, ge=1, le=64)
 
     # S3-compatible storage, chosen when S3_BUCKET is set. Unprefixed names: an operator sets
     # them once for every tool that talks to the bucket.
