@@ -2,12 +2,14 @@
 (API.md 8-12), with every bad input the issue lists."""
 
 import asyncio
+import io
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from PIL import Image
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -498,3 +500,41 @@ async def test_chat_list_bad_params_are_422(
     alice = await make_user()
     response = await api.get("/private/chat-list/", params=params, headers=alice.headers)
     assert response.status_code == 422
+
+
+async def test_user_objects_carry_the_current_avatar(api: httpx.AsyncClient, make_user: Any) -> None:
+    alice, bob = await make_user(), await make_user()
+    chat_id = await start_chat(api, alice, bob.id, "before the avatar")
+    image = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 200, 90)).save(image, "PNG")
+    uploaded = await api.patch(
+        "/users/upload-avatar/",
+        files={"avatar_file": ("me.png", image.getvalue(), "image/png")},
+        headers=alice.headers,
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    avatar_url = (await api.get("/users/me/", headers=alice.headers)).json()["avatar_url"]
+    assert avatar_url
+    expected = {"id": alice.id, "username": alice.username, "avatar_url": avatar_url}
+    [message] = await page(api, bob, chat_id)
+    assert message["message_owner"] == expected
+    info = (await api.get(f"/private/{chat_id}/info/", headers=bob.headers)).json()
+    assert info["chat_starter"] == expected
+    [listed] = (await api.get("/private/chat-list/", headers=bob.headers)).json()
+    assert listed["companion"] == expected
+
+
+async def test_paths_work_with_and_without_the_trailing_slash(api: httpx.AsyncClient, make_user: Any) -> None:
+    alice, bob = await make_user(), await make_user()
+    started = await api.post("/private/start-chat", json={"recipient_id": bob.id}, headers=alice.headers)
+    assert started.status_code == 200
+    chat_id = started.json()["chat_id"]
+    sent = await api.post(f"/private/add-message/{chat_id}", json={"text": "no slash"}, headers=bob.headers)
+    assert sent.status_code == 200
+    assert sent.json()["detail"] == "Success add."
+    with_slash = await api.get(f"/private/{chat_id}/messages/", headers=alice.headers)
+    assert [m["text"] for m in with_slash.json()] == ["no slash"]
+    listing = await api.get("/private/chat-list", headers=alice.headers)
+    assert [c["id"] for c in listing.json()] == [chat_id]
+    info = await api.get(f"/private/{chat_id}/info", headers=alice.headers)
+    assert info.json()["id"] == chat_id
