@@ -22,7 +22,7 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "chat"
     )
 
 
-def get_engine(request: Request) -> AsyncEngine:
+async def get_engine(request: Request) -> AsyncEngine:  # async: no worker-thread hop
     engine: AsyncEngine = request.app.state.engine
     return engine
 

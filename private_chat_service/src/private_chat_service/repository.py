@@ -4,7 +4,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, case, func, literal, or_, select, union_all, update
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    bindparam,
+    case,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -109,6 +122,39 @@ async def insert_message(
     return int((await conn.execute(statement)).scalar_one())
 
 
+# The send path in one statement (one round trip, its own transaction): touch the chat as a member
+# (the row lock serialises the chat's sends, as in touch_chat_as_member) and insert. A reply target
+# that is not a message of this chat makes the UPDATE match nothing, so nothing at all is written.
+ADD_MESSAGE_AS_MEMBER = text(
+    """
+    WITH touched AS (
+        UPDATE private_chat.chats
+        SET last_activity_at = greatest(last_activity_at, clock_timestamp())
+        WHERE id = CAST(:chat_id AS bigint)
+          AND (user_low = CAST(:user_id AS bigint) OR user_high = CAST(:user_id AS bigint))
+          AND (CAST(:answer_id AS bigint) IS NULL OR EXISTS (
+                SELECT 1 FROM private_chat.messages
+                WHERE chat_id = CAST(:chat_id AS bigint) AND id = CAST(:answer_id AS bigint)))
+        RETURNING id, last_activity_at
+    )
+    INSERT INTO private_chat.messages (chat_id, owner_id, text, answer_id, created_at)
+    SELECT id, CAST(:user_id AS bigint), CAST(:text AS text), CAST(:answer_id AS bigint), last_activity_at
+    FROM touched
+    RETURNING id
+    """
+)
+
+
+async def add_message_as_member(
+    conn: AsyncConnection, *, chat_id: int, user_id: int, text: str, answer_id: int | None
+) -> int | None:
+    """The new message's id; None when nothing was written (no such chat, not a member, or a
+    reply target outside the chat). Run it outside a transaction: it is one."""
+    params = {"chat_id": chat_id, "user_id": user_id, "text": text, "answer_id": answer_id}
+    row = (await conn.execute(ADD_MESSAGE_AS_MEMBER, params)).first()
+    return int(row[0]) if row is not None else None
+
+
 def messages_page_query(
     chat_id: int, *, limit: int, offset: int, before: int | None, after: int | None
 ) -> Select[Any]:
@@ -146,6 +192,74 @@ def messages_page_query(
         .select_from(inner.outerjoin(public_profiles, public_profiles.c.id == inner.c.owner_id))
         .order_by(inner.c.id.desc())
     )
+
+
+def _member_page_statement(cursor: str | None) -> Select[Any]:
+    """messages_page_query with bind parameters (built once per cursor kind, not per request),
+    answering rows only when :user_id is a member of the chat: the member check rides along in the
+    same round trip (an uncorrelated EXISTS, evaluated once)."""
+    chat_id = bindparam("chat_id", type_=BigInteger)
+    page = select(
+        messages.c.id,
+        messages.c.text,
+        messages.c.answer_id,
+        messages.c.chat_id,
+        messages.c.owner_id,
+        messages.c.created_at,
+    ).where(messages.c.chat_id == chat_id)
+    if cursor in ("before", "between"):
+        page = page.where(messages.c.id < bindparam("before", type_=BigInteger))
+    if cursor in ("after", "between"):
+        page = page.where(messages.c.id > bindparam("after", type_=BigInteger)).order_by(messages.c.id.asc())
+    else:
+        page = page.order_by(messages.c.id.desc())
+    inner = page.limit(bindparam("limit", type_=BigInteger)).offset(bindparam("offset", type_=BigInteger))
+    inner_sq = inner.subquery("page")
+    user_id = bindparam("user_id", type_=BigInteger)
+    member = exists().where(
+        chats.c.id == chat_id, or_(chats.c.user_low == user_id, chats.c.user_high == user_id)
+    )
+    return (
+        select(
+            inner_sq.c.id,
+            inner_sq.c.text,
+            inner_sq.c.answer_id,
+            inner_sq.c.chat_id,
+            inner_sq.c.owner_id,
+            inner_sq.c.created_at,
+            func.coalesce(public_profiles.c.username, MISSING_USERNAME).label("username"),
+            public_profiles.c.avatar_url,
+        )
+        .select_from(inner_sq.outerjoin(public_profiles, public_profiles.c.id == inner_sq.c.owner_id))
+        .where(member)
+        .order_by(inner_sq.c.id.desc())
+    )
+
+
+_MEMBER_PAGE = {cursor: _member_page_statement(cursor) for cursor in (None, "before", "after", "between")}
+
+
+async def member_messages_page(
+    conn: AsyncConnection,
+    chat_id: int,
+    user_id: int,
+    *,
+    limit: int,
+    offset: int,
+    before: int | None,
+    after: int | None,
+) -> list[tuple[Any, ...]]:
+    """Rows (id, text, answer_id, chat_id, owner_id, created_at, username, avatar_url), newest
+    first; empty when the chat is missing, not the user's, or has no such page."""
+    params: dict[str, Any] = {"chat_id": chat_id, "user_id": user_id, "limit": limit, "offset": offset}
+    if before is not None:
+        params["before"] = before
+    if after is not None:
+        params["after"] = after
+    cursor = {(False, False): None, (True, False): "before", (False, True): "after"}.get(
+        (before is not None, after is not None), "between"
+    )
+    return [tuple(row) for row in await conn.execute(_MEMBER_PAGE[cursor], params)]
 
 
 async def messages_page(

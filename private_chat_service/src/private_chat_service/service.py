@@ -12,6 +12,8 @@ from private_chat_service.schemas import ChatInfo, ChatListItem, Message, UserOb
 class PrivateChatService:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # The same pool, for single statements that need no BEGIN/COMMIT round trips around them.
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def start_chat(
         self, user_id: int, *, recipient_id: int, text: str | None
@@ -36,17 +38,21 @@ class PrivateChatService:
         return chat_id, message_id
 
     async def add_message(self, user_id: int, chat_id: int, *, text: str, answer_id: int | None) -> int:
-        """One short transaction: lock-and-touch the chat, check the reply, insert."""
-        async with self.engine.begin() as conn:
-            sent_at = await repository.touch_chat_as_member(conn, chat_id, user_id)
-            if sent_at is None:
-                raise await self._refusal(conn, chat_id)
-            if answer_id is not None and not await repository.message_in_chat(conn, chat_id, answer_id):
-                # A missing message and a message of another chat look the same: nothing leaks.
-                raise AppError(404, "message_not_found")
-            return await repository.insert_message(
-                conn, chat_id=chat_id, owner_id=user_id, text=text, answer_id=answer_id, created_at=sent_at
+        """One statement, its own transaction: lock-and-touch the chat as a member, check the reply,
+        insert (the hot path: one round trip). When it wrote nothing, a second look says why."""
+        async with self.autocommit.connect() as conn:
+            message_id = await repository.add_message_as_member(
+                conn, chat_id=chat_id, user_id=user_id, text=text, answer_id=answer_id
             )
+            if message_id is not None:
+                return message_id
+            members = await repository.get_members(conn, chat_id)
+        if members is None:
+            raise AppError(404, "chat_not_found")
+        if user_id not in members:
+            raise AppError(403, "not_chat_member")
+        # A missing message and a message of another chat look the same: nothing leaks.
+        raise AppError(404, "message_not_found")
 
     async def messages(
         self,
@@ -73,6 +79,35 @@ class PrivateChatService:
                 created_at=row["created_at"],
             )
             for row in rows
+        ]
+
+    async def messages_json(
+        self,
+        user_id: int,
+        chat_id: int,
+        *,
+        limit: int,
+        offset: int,
+        before: int | None,
+        after: int | None,
+    ) -> list[dict[str, Any]]:
+        """`messages`, as plain API-shaped dicts (the hot read path: one round trip, no models)."""
+        async with self.autocommit.connect() as conn:
+            rows = await repository.member_messages_page(
+                conn, chat_id, user_id, limit=limit, offset=offset, before=before, after=after
+            )
+            if not rows:
+                await self._require_member(conn, chat_id, user_id)
+        return [
+            {
+                "id": message_id,
+                "text": text,
+                "answer": answer_id,
+                "chat_id": row_chat_id,
+                "message_owner": {"id": owner_id, "username": username, "avatar_url": avatar_url},
+                "created_at": created_at,
+            }
+            for message_id, text, answer_id, row_chat_id, owner_id, created_at, username, avatar_url in rows
         ]
 
     async def chat_info(self, user_id: int, chat_id: int) -> ChatInfo:
@@ -108,12 +143,6 @@ class PrivateChatService:
             raise AppError(404, "chat_not_found")
         if user_id not in members:
             raise AppError(403, "not_chat_member")
-
-    async def _refusal(self, conn: AsyncConnection, chat_id: int) -> AppError:
-        """Why a member-only write matched no row: the chat is missing (404) or not yours (403)."""
-        if await repository.get_members(conn, chat_id) is None:
-            return AppError(404, "chat_not_found")
-        return AppError(403, "not_chat_member")
 
 
 def _user(user_id: Any, username: Any, avatar_url: Any) -> UserObject:
