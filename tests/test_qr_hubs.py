@@ -345,3 +345,13 @@ async def test_client_ids_stay_out_of_the_logs(stack: Stack, ws_url: str, instan
     text = log.read_text(errors="replace")
     assert "client_id=***" in text
     assert client_id not in text
+
+
+async def test_auth_service_unreachable_keeps_the_hub_open(own_instance: Any) -> None:
+    address = own_instance(QR_AUTH_SERVICE_URL=f"http://127.0.0.1:{free_port()}")
+    url = f"ws://{address}/auth_events/qr_auth/"
+    async with hub_client(url, new_client_id()) as ws:
+        await ws.send(json.dumps({"op": "pending_ticket", "encrypted_user_payload": "A" * 82}))
+        assert await next_op(ws) == {"op": "try again later"}
+        await ws.send(json.dumps({"op": "heartbeat"}))
+        assert await next_op(ws) == {"op": "heartbeat_ack"}

@@ -107,8 +107,13 @@ async def mint(api: httpx.AsyncClient, headers: dict[str, str]) -> str:
     return ticket
 
 
-async def exchange(api: httpx.AsyncClient, ticket: str | None, client_id: str) -> httpx.Response:
-    headers = {"Authorization": ticket} if ticket is not None else {}
+async def exchange(
+    api: httpx.AsyncClient, ticket: str | None, client_id: str, *, language: str = "en"
+) -> httpx.Response:
+    """GET /auth/qr_auth/ as a well-behaved browser (it waits out a 429: the log-in rate limit)."""
+    headers = {"Accept-Language": language}
+    if ticket is not None:
+        headers["Authorization"] = ticket
     for _ in range(20):
         response = await api.get("/auth/qr_auth/", params={"client_id": client_id}, headers=headers)
         if response.status_code != 429:
@@ -287,6 +292,9 @@ async def test_exchange_refuses_every_bad_ticket(
     assert [r["state"] for r in rows_before] == ["accepted"]
     unauthenticated = await exchange(api, None, client_id)
     assert unauthenticated.status_code == 401
+    russian = await exchange(api, "garbage", client_id, language="ru")
+    assert russian.status_code == 401
+    assert russian.json() == {"detail": "Недействительный или просроченный билет"}
     refused = {
         "another hub's client_id": await exchange(api, ticket, new_client_id()),
         "garbage": await exchange(api, "garbage", client_id),
