@@ -12,6 +12,8 @@ from devstack.system import find_nginx, is_root
 NGINX_DIR = REPO_ROOT / "nginx"
 TEMPLATE = NGINX_DIR / "nginx.conf.template"
 INCLUDES = ("proxy_public.conf", "proxy_protected.conf")
+# Locations only `make bench` needs (BENCH_LOCATIONS=1); never rendered otherwise.
+BENCH_INCLUDE = "bench_locations.conf"
 PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 
 # Defaults an operator can override through the environment (see README).
@@ -23,6 +25,9 @@ NGINX_DEFAULTS = {
     "REGISTER_RATE_BURST": "30",
     "AVATAR_MAX_BODY": "9m",
     "NGINX_ACCESS_LOG": "1",
+    # How long nginx keeps the gateway's "token good" answer (0: not at all); bounds how late a
+    # logout takes effect.
+    "NGINX_AUTH_CACHE_SECONDS": "0",
 }
 
 
@@ -82,6 +87,11 @@ class Nginx:
         }
         for include in INCLUDES:
             (self.prefix / include).write_text((NGINX_DIR / include).read_text())
+        bench_locations = self.prefix / BENCH_INCLUDE
+        if os.environ.get("BENCH_LOCATIONS") == "1":
+            bench_locations.write_text((NGINX_DIR / BENCH_INCLUDE).read_text())
+        else:
+            bench_locations.unlink(missing_ok=True)
         config_path = self.prefix / "nginx.conf"
         config_path.write_text(render(TEMPLATE.read_text(), values))
         return config_path
