@@ -160,6 +160,9 @@ class Stack:
             "--host", "127.0.0.1", "--port", str(spec.port),
             "--no-access-log", "--loop", "uvloop", "--http", "httptools",
             "--workers", str(self.config.workers), "--timeout-graceful-shutdown", "5",
+            # Websocket frames past this are refused by the protocol layer itself; the QR
+            # service's own, smaller limit (QR_MAX_FRAME_BYTES) answers in its protocol.
+            "--ws-max-size", "65536",
         ]  # fmt: skip
 
     def stop_service(self, name: str) -> None:
