@@ -1,5 +1,5 @@
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -13,7 +13,7 @@ from auth_service.qr_routes import router as qr_router
 from auth_service.routes import router
 from auth_service.service import AuthService
 from auth_service.settings import AuthSettings
-from auth_service.tickets import build_ticket_service, ticket_housekeeping_loop
+from auth_service.tickets import build_ticket_service
 from auth_service.tokens import TokenIssuer, load_private_key
 from auth_service.users_client import UsersClient
 from auth_service.yandex import build_yandex_auth, yandex_http_client
@@ -61,9 +61,10 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
             app.state.yandex = build_yandex_auth(settings, service, yandex_http)
             app.state.tickets = build_ticket_service(settings, engine, service.issuer)
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(_housekeeping_loop, service, settings.housekeeping_interval_seconds)
+                interval = settings.housekeeping_interval_seconds
+                tasks.start_soon(_periodically, service.housekeeping, interval, "housekeeping")
                 tasks.start_soon(
-                    ticket_housekeeping_loop, app.state.tickets, settings.housekeeping_interval_seconds
+                    _periodically, app.state.tickets.housekeeping, interval, "QR ticket housekeeping"
                 )
                 yield
                 tasks.cancel_scope.cancel()
@@ -79,10 +80,10 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
     )
 
 
-async def _housekeeping_loop(service: AuthService, interval: float) -> None:
+async def _periodically(job: Callable[[], Awaitable[None]], interval: float, name: str) -> None:
     while True:
         await anyio.sleep(interval)
         try:
-            await service.housekeeping()
+            await job()
         except Exception:
-            logger.exception("housekeeping failed")
+            logger.exception("%s failed", name)

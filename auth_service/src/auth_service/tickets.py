@@ -16,7 +16,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import anyio
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -156,12 +155,3 @@ def build_ticket_service(
         ttl_seconds=settings.qr_ticket_ttl,
         max_live_per_user=settings.qr_ticket_max_live_per_user,
     )
-
-
-async def ticket_housekeeping_loop(tickets: TicketService, interval: float) -> None:
-    while True:
-        await anyio.sleep(interval)
-        try:
-            await tickets.housekeeping()
-        except Exception:
-            logger.exception("QR ticket housekeeping failed")
