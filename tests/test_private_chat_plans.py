@@ -1,8 +1,11 @@
-"""The query plans of the private chat service's hot reads, on a chat with many messages.
+"""The query plans of the private chat service's hot reads and its send, on a chat with many
+messages.
 
-The SQL checked is the service's own (compiled from repository.py), run with EXPLAIN against
-the real schema. A page must be a bounded index range scan: the scan stops after `limit` rows
-whatever the depth of the cursor, and no sort runs below the LIMIT.
+The SQL checked is the service's own (compiled from repository.py), run with EXPLAIN against the
+real schema; the statements the routes send are explained as prepared statements, with both the
+per-call (custom) plan and the cached (generic) plan. A page must be a bounded index range scan:
+the scan stops after `limit` rows whatever the depth of the cursor, and no sort runs below the
+LIMIT.
 """
 
 import json
@@ -13,9 +16,15 @@ from typing import Any
 import asyncpg
 import pytest
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql import Select
 
-from private_chat_service.repository import chat_list_query, messages_page_query
+from private_chat_service.repository import (
+    _MEMBER_PAGE,
+    ADD_MESSAGE_AS_MEMBER,
+    chat_list_query,
+    messages_page_query,
+)
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -138,6 +147,87 @@ async def test_deep_cursor_pages_are_range_scans(db: asyncpg.Connection, big_cha
         db, messages_page_query(big_chat["chat_id"], limit=50, offset=0, before=None, after=deep)
     )
     assert_bounded_range_scan(newer, "Forward", 50)
+
+
+def sql_literal(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+async def explain_prepared(
+    db: asyncpg.Connection, statement: Any, params: dict[str, object], *, generic: bool, analyze: bool = True
+) -> dict[str, Any]:
+    """EXPLAIN the statement as the service sends it (bind parameters, a prepared statement), with
+    the plan PostgreSQL would cache for it (generic) or plan per call (custom). Writes are explained
+    without ANALYZE, so they do not run."""
+    compiled = statement.compile(dialect=asyncpg_dialect())
+    values = {**compiled.params, **params}
+    args = ", ".join(sql_literal(values[name]) for name in compiled.positiontup)
+    name = f"pc_plan_{secrets.token_hex(4)}"
+    mode = "force_generic_plan" if generic else "force_custom_plan"
+    options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
+    async with db.transaction():
+        await db.execute(f"SET LOCAL plan_cache_mode = {mode}")
+        await db.execute(f"PREPARE {name} AS {compiled.string}")
+        try:
+            raw = await db.fetchval(f"EXPLAIN ({options}) EXECUTE {name}({args})")
+        finally:
+            await db.execute(f"DEALLOCATE {name}")
+    plan: dict[str, Any] = json.loads(raw)[0]["Plan"]
+    return plan
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+@pytest.mark.parametrize("cursor", [None, "before", "after", "between"])
+async def test_member_page_statement_is_a_bounded_range_scan(
+    db: asyncpg.Connection, big_chat: dict[str, int], cursor: str | None, generic: bool
+) -> None:
+    """The statement the messages route runs: the page, its owners and the member check at once."""
+    deep = big_chat["first"] + 1_000
+    params: dict[str, object] = {
+        "chat_id": big_chat["chat_id"],
+        "user_id": big_chat["user"],
+        "limit": 50,
+        "offset": 0,
+    }
+    if cursor in ("before", "between"):
+        params["before"] = deep if cursor == "before" else deep + 500
+    if cursor in ("after", "between"):
+        params["after"] = deep
+    plan = await explain_prepared(db, _MEMBER_PAGE[cursor], params, generic=generic)
+    direction = "Forward" if cursor in ("after", "between") else "Backward"
+    assert_bounded_range_scan(plan, direction, 50)
+    # The member check is one lookup by primary key, not a scan.
+    chat_scans = [n for n in nodes(plan) if n.get("Relation Name") == "chats"]
+    assert chat_scans
+    assert all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in chat_scans)
+    assert all(n["Actual Loops"] == 1 for n in chat_scans)
+
+
+async def test_send_statement_touches_one_chat_row_and_inserts_one_message(
+    db: asyncpg.Connection, big_chat: dict[str, int]
+) -> None:
+    params: dict[str, object] = {
+        "chat_id": big_chat["chat_id"],
+        "user_id": big_chat["user"],
+        "text": "explained",
+        "answer_id": big_chat["first"],
+    }
+    before = await db.fetchval(
+        "SELECT count(*) FROM private_chat.messages WHERE chat_id = $1", big_chat["chat_id"]
+    )
+    for generic in (False, True):
+        plan = await explain_prepared(db, ADD_MESSAGE_AS_MEMBER, params, generic=generic, analyze=False)
+        assert not [n for n in nodes(plan) if n["Node Type"] in ("Seq Scan", "Sort", "Bitmap Heap Scan")]
+        scans = {(n.get("Relation Name"), n.get("Index Name")) for n in nodes(plan) if "Index Name" in n}
+        assert scans == {("chats", "chats_pkey"), ("messages", "messages_pkey")}
+    after = await db.fetchval(
+        "SELECT count(*) FROM private_chat.messages WHERE chat_id = $1", big_chat["chat_id"]
+    )
+    assert after == before
 
 
 async def test_page_owners_come_from_one_join(db: asyncpg.Connection, big_chat: dict[str, int]) -> None:
