@@ -1,0 +1,305 @@
+"""`make bench` / `python -m bench`: start the stack, seed it, run every scenario, write the results.
+
+Load defaults (32 connections, 2 threads, 20 s after a 5 s warm-up) come from flags or the
+environment (BENCH_CONNECTIONS, BENCH_THREADS, BENCH_DURATION, BENCH_WARMUP, SERVICE_WORKERS).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.seed import PASSWORD, SeedData, prepare_ceiling_tables, seed
+from bench.tools import Load, Result, finish_wrk, pgbench, qr_logins, start_wrk, write_requests, wrk
+from devstack import Stack, StackConfig
+from devstack.config import REPO_ROOT, SERVICE_NAMES, free_port
+from devstack.stack import stop_from_state
+from devstack.system import apt_install, find_postgres_bindir
+
+ALL_SCENARIOS = (
+    "nginx", "auth", "floor_auth", "floor_noauth", "read", "deep_cursor", "deep_offset",
+    "send", "login", "qr", "pg_write", "pg_read",
+)  # fmt: skip
+
+# nginx settings for the bench stack: no access log on disk, log-in limits out of the way (one
+# client address sends everything), and the bench-only locations.
+BENCH_NGINX_ENV = {
+    "NGINX_ACCESS_LOG": "0",
+    "LOGIN_RATE_LIMIT": "1000000r/s",
+    "LOGIN_RATE_BURST": "1000000",
+    "BENCH_LOCATIONS": "1",
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--connections", type=int, default=int(env("BENCH_CONNECTIONS", "32")))
+    parser.add_argument("--threads", type=int, default=int(env("BENCH_THREADS", "2")))
+    parser.add_argument("--duration", type=float, default=float(env("BENCH_DURATION", "20")))
+    parser.add_argument("--warmup", type=float, default=float(env("BENCH_WARMUP", "5")))
+    parser.add_argument("--quick", action="store_true", help="3 s runs after a 1 s warm-up (a smoke run)")
+    parser.add_argument("--workers", type=int, default=int(env("SERVICE_WORKERS", "1")))
+    parser.add_argument("--login-connections", type=int, default=int(env("BENCH_LOGIN_CONNECTIONS", "4")))
+    parser.add_argument("--qr-concurrency", type=int, default=int(env("BENCH_QR_CONCURRENCY", "8")))
+    parser.add_argument(
+        "--db-pool",
+        type=int,
+        default=int(env("BENCH_DB_POOL_SIZE", "32")),
+        help="DB_POOL_SIZE of every service (sized to the connection count: no connection churn)",
+    )
+    parser.add_argument("--pairs", type=int, default=int(env("BENCH_PAIRS", "100")), help="small chats")
+    parser.add_argument("--messages", type=int, default=int(env("BENCH_MESSAGES", "100000")))
+    parser.add_argument("--only", default=env("BENCH_ONLY", ""), help="comma-separated scenario names")
+    parser.add_argument("--label", default=env("BENCH_LABEL", "latest"), help="results file name")
+    parser.add_argument("--baseline", type=Path, default=None, help="an earlier results JSON to compare with")
+    parser.add_argument("--note", default="", help="what this run's configuration is")
+    parser.add_argument(
+        "--serve",
+        type=float,
+        default=0,
+        help="seed, write every scenario's wrk request file, keep the stack up this many seconds (profiling)",
+    )
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup = 3.0, 1.0
+    return args
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk") is None:
+        apt_install("wrk")
+
+
+def bench_config(data_dir: Path, workers: int, db_pool: int) -> StackConfig:
+    return StackConfig(
+        data_dir=data_dir,
+        http_port=free_port(),
+        pg_port=free_port(),
+        service_ports={name: free_port() for name in SERVICE_NAMES},
+        qr_ports=[free_port(), free_port()],
+        workers=workers,
+        env={"AUTH_QR_TICKET_MAX_LIVE_PER_USER": "1000", "DB_POOL_SIZE": str(db_pool)},
+    )
+
+
+def process_group_rss_kib(pgid: int) -> int:
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:
+                continue
+            for line in (stat.parent / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def requests_for(data: SeedData, scenario: str) -> list[tuple[str, str, str, str, str]]:
+    big = data.big_chat
+    big_tokens = [f"Bearer {user.token}" for user in data.big_members]
+    cursor = data.big_first_id + 100
+    offset = data.big_count - 100
+    if scenario == "nginx":
+        return [("GET", "/nginx-health", "", "", "")]
+    if scenario == "auth":
+        return [("GET", "/gateway/get-token/", f"Bearer {u.token}", "", "") for u in data.users]
+    if scenario == "floor_auth":
+        return [
+            ("GET", "/private/chat-list/?limit=1", f"Bearer {u.token}", "", "") for _, u in data.pair_chats
+        ]
+    if scenario == "floor_noauth":
+        return [
+            ("GET", "/bench/noauth/private/chat-list/?limit=1", "", str(u.id), "") for _, u in data.pair_chats
+        ]
+    if scenario == "read":
+        return [("GET", f"/private/{big}/messages?limit=50", t, "", "") for t in big_tokens]
+    if scenario == "deep_cursor":
+        return [("GET", f"/private/{big}/messages?limit=50&before={cursor}", t, "", "") for t in big_tokens]
+    if scenario == "deep_offset":
+        return [("GET", f"/private/{big}/messages?limit=50&offset={offset}", t, "", "") for t in big_tokens]
+    if scenario == "send":
+        body = json.dumps({"text": "a benchmark message of a typical length, say sixty characters"})
+        return [
+            ("POST", f"/private/add-message/{c}/", f"Bearer {u.token}", "", body) for c, u in data.pair_chats
+        ]
+    if scenario == "login":
+        return [
+            ("POST", "/auth/login/", "", "", json.dumps({"email": u.email, "password": PASSWORD}))
+            for u in data.users
+        ]
+    raise ValueError(scenario)
+
+
+def check_pages(base_url: str, data: SeedData) -> dict[str, Any]:
+    """The deep cursor page and the offset page must be the same 50 messages."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {data.big_members[0].token}"}
+    big = data.big_chat
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
+        cursor = client.get(
+            f"/private/{big}/messages", params={"limit": 50, "before": data.big_first_id + 100}
+        )
+        offset = client.get(f"/private/{big}/messages", params={"limit": 50, "offset": data.big_count - 100})
+        newest = client.get(f"/private/{big}/messages", params={"limit": 50})
+    for response in (cursor, offset, newest):
+        response.raise_for_status()
+    cursor_ids = [m["id"] for m in cursor.json()]
+    if cursor_ids != [m["id"] for m in offset.json()] or len(cursor_ids) != 50:
+        raise RuntimeError("the deep cursor page and the offset page differ")
+    return {
+        "deep_page_ids": [cursor_ids[0], cursor_ids[-1]],
+        "newest_ids": [newest.json()[0]["id"], newest.json()[-1]["id"]],
+    }
+
+
+def newest_page_sql(chat_id: int) -> str:
+    from sqlalchemy.dialects import postgresql
+
+    from private_chat_service.repository import messages_page_query
+
+    query = messages_page_query(chat_id, limit=50, offset=0, before=None, after=None)
+    return str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})) + ";\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    selected = [s for s in ALL_SCENARIOS if not args.only or s in args.only.split(",")]
+    ensure_wrk()
+    load = Load(args.connections, args.threads, args.duration, args.warmup)
+    data_dir = REPO_ROOT / ".data" / "bench"
+    if (data_dir / "stack.json").exists():
+        stop_from_state(data_dir)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    os.environ.update(BENCH_NGINX_ENV)
+    config = bench_config(data_dir, args.workers, args.db_pool)
+    stack = Stack(config)
+    print(f"bench: starting the stack in {data_dir} (workers per service: {args.workers})", flush=True)
+    load_before = os.getloadavg()
+    started_at = datetime.now(UTC)
+    results: list[Result] = []
+    try:
+        stack.start(timeout=120)
+        assert stack.database_url
+        dsn = stack.database_url.replace("postgresql+asyncpg://", "postgresql://")
+        base_url = f"http://127.0.0.1:{config.http_port}"
+        t0 = time.perf_counter()
+        data = asyncio.run(seed(dsn, data_dir / "keys", pairs=args.pairs, big_messages=args.messages))
+        asyncio.run(prepare_ceiling_tables(dsn))
+        print(f"bench: seeded {len(data.users)} users, {args.pairs + 1} chats, {args.messages} messages "
+              f"in {time.perf_counter() - t0:.1f}s", flush=True)  # fmt: skip
+        pages = check_pages(base_url, data)
+        work = data_dir / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        if args.serve:
+            for scenario in ALL_SCENARIOS:
+                if scenario not in ("qr", "pg_write", "pg_read"):
+                    write_requests(work / f"{scenario}.txt", requests_for(data, scenario))
+            pids = {name: process.pid for name, process in stack.processes.items()}
+            print(f"bench: serving {base_url} for {args.serve:.0f}s; request files in {work}; pids {pids}")
+            print(
+                f"bench: e.g. BENCH_REQUESTS={work}/read.txt wrk -c32 -t2 -d20s"
+                f" -s bench/lua/requests.lua {base_url}"
+            )
+            time.sleep(args.serve)
+            return 0
+        alone_p99: float | None = None
+        for scenario in selected:
+            print(f"bench: {scenario} …", flush=True)
+            if scenario == "qr":
+                tokens = [u.token for u in data.users]
+                result = qr_logins(base_url, tokens, args.qr_concurrency, load)
+            elif scenario in ("pg_write", "pg_read"):
+                assert stack.postgres is not None
+                if scenario == "pg_write":
+                    script = (
+                        f"\\set chat random(1, {args.pairs})\n"
+                        "INSERT INTO bench_ceiling.messages (chat_id, owner_id, text, answer_id, created_at) "
+                        "VALUES (:chat, 1, 'a benchmark message of a typical length, say sixty characters', "
+                        "NULL, clock_timestamp());\n"
+                    )
+                else:
+                    script = newest_page_sql(data.big_chat)
+                result = pgbench(
+                    scenario, find_postgres_bindir(), stack.postgres.port, "chat", script, load, work_dir=work
+                )
+            elif scenario == "login":
+                send_file = write_requests(work / "send.txt", requests_for(data, "send"))
+                login_file = write_requests(work / "login.txt", requests_for(data, "login"))
+                if load.warmup > 0:
+                    warm = start_wrk(base_url, login_file, args.login_connections, 1, load.warmup)
+                    finish_wrk("login", warm)
+                send_proc = start_wrk(base_url, send_file, load.connections, load.threads, load.duration)
+                login_proc = start_wrk(base_url, login_file, args.login_connections, 1, load.duration)
+                result = finish_wrk("login", login_proc)
+                under = finish_wrk("send_during_login", send_proc)
+                result.detail["send_during_login"] = under.as_dict()
+                result.detail["send_alone_p99_ms"] = alone_p99
+                results.append(result)
+                result = under
+            else:
+                lines = requests_for(data, scenario)
+                result = wrk(scenario, base_url, write_requests(work / f"{scenario}.txt", lines), load)
+                if scenario == "send":
+                    alone_p99 = result.p99_ms
+            results.append(result)
+            print(f"       {result.rps:10.1f}/s  p50 {result.p50_ms:8.2f} ms  p99 {result.p99_ms:8.2f} ms"
+                  f"  errors {result.errors}  non-2xx {result.non2xx}", flush=True)  # fmt: skip
+        rss = {name: process_group_rss_kib(process.pid) for name, process in stack.processes.items()}
+        message_rows = asyncio.run(_count_messages(dsn))
+    finally:
+        stack.stop()
+    load_after = os.getloadavg()
+    meta = report.environment(stack_workers=args.workers)
+    meta["db_pool_size"] = args.db_pool
+    meta.update(
+        {
+            "started_at": started_at.isoformat(timespec="seconds"),
+            "load_before": [round(x, 2) for x in load_before],
+            "load_after": [round(x, 2) for x in load_after],
+            "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+            "load": {"connections": load.connections, "threads": load.threads, "duration_s": load.duration,
+                     "warmup_s": load.warmup, "login_connections": args.login_connections,
+                     "qr_concurrency": args.qr_concurrency},
+            "seed": {"users": len(data.users), "small_chats": args.pairs, "big_chat_messages": args.messages,
+                     "pages": pages, "message_rows_after": message_rows},
+            "note": args.note,
+        }
+    )  # fmt: skip
+    baseline = json.loads(args.baseline.read_text()) if args.baseline else None
+    document = report.build(meta, results, rss, baseline)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.label}.json").write_text(json.dumps(document, indent=2) + "\n")
+    markdown = report.markdown(document, baseline_name=str(args.baseline.name) if args.baseline else None)
+    (args.out / f"{args.label}.md").write_text(markdown)
+    print()
+    print(markdown)
+    failed = [r.name for r in results if r.errors or r.non2xx]
+    return 1 if failed else 0
+
+
+async def _count_messages(dsn: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM private_chat.messages"))
+    finally:
+        await conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
