@@ -262,19 +262,6 @@ async def member_messages_page(
     return [tuple(row) for row in await conn.execute(_MEMBER_PAGE[cursor], params)]
 
 
-async def messages_page(
-    conn: AsyncConnection,
-    chat_id: int,
-    *,
-    limit: int,
-    offset: int,
-    before: int | None,
-    after: int | None,
-) -> list[dict[str, Any]]:
-    statement = messages_page_query(chat_id, limit=limit, offset=offset, before=before, after=after)
-    return [dict(row) for row in (await conn.execute(statement)).mappings()]
-
-
 async def chat_info(conn: AsyncConnection, chat_id: int) -> dict[str, Any] | None:
     starter = public_profiles.alias("starter")
     recipient = public_profiles.alias("recipient")

@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from common.errors import AppError
 from private_chat_service import repository
-from private_chat_service.schemas import ChatInfo, ChatListItem, Message, UserObject
+from private_chat_service.schemas import ChatInfo, ChatListItem, UserObject
 
 
 class PrivateChatService:
@@ -53,33 +53,6 @@ class PrivateChatService:
             raise AppError(403, "not_chat_member")
         # A missing message and a message of another chat look the same: nothing leaks.
         raise AppError(404, "message_not_found")
-
-    async def messages(
-        self,
-        user_id: int,
-        chat_id: int,
-        *,
-        limit: int,
-        offset: int,
-        before: int | None,
-        after: int | None,
-    ) -> list[Message]:
-        async with self.engine.connect() as conn:
-            await self._require_member(conn, chat_id, user_id)
-            rows = await repository.messages_page(
-                conn, chat_id, limit=limit, offset=offset, before=before, after=after
-            )
-        return [
-            Message(
-                id=row["id"],
-                text=row["text"],
-                answer=row["answer_id"],
-                chat_id=row["chat_id"],
-                message_owner=_user(row["owner_id"], row["username"], row["avatar_url"]),
-                created_at=row["created_at"],
-            )
-            for row in rows
-        ]
 
     async def messages_json(
         self,
