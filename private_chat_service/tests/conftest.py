@@ -6,6 +6,7 @@ started for the session (devstack's PrivatePostgres).
 
 import itertools
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -55,7 +56,8 @@ async def service(database_url: str) -> AsyncIterator[PrivateChatService]:
     await engine.dispose()
 
 
-_ids = itertools.count(1)
+# Random per session, so runs against a kept TEST_DATABASE_URL do not collide.
+_ids = itertools.count(10**12 + secrets.randbelow(10**6) * 10**4)
 
 
 @pytest.fixture
@@ -63,7 +65,7 @@ def new_user(raw: asyncpg.Connection):  # type: ignore[no-untyped-def]
     """Creates a profile the way the users service would (test setup only) and returns its id."""
 
     async def make(avatar_url: str | None = None) -> int:
-        user_id = 10_000_000 + os.getpid() % 1000 * 100_000 + next(_ids)
+        user_id = next(_ids)
         await raw.execute(
             "INSERT INTO users.users (id, username, avatar_url) VALUES ($1, $2, $3)",
             user_id,
