@@ -11,6 +11,7 @@ from common.errors import invalid_token, not_authenticated
 ALGORITHM = "EdDSA"
 REQUIRED_CLAIMS = ("sub", "exp", "iat", "iss", "aud", "jti")
 MAX_TOKEN_LENGTH = 4096
+TOKEN_LEEWAY_SECONDS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ class TokenVerifier:
                 issuer=self._issuer,
                 audience=self._audience,
                 options={"require": list(REQUIRED_CLAIMS)},
-                leeway=5,
+                leeway=TOKEN_LEEWAY_SECONDS,
             )
         except jwt.PyJWTError as exc:
             raise invalid_token() from exc
