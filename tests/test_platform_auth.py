@@ -121,7 +121,19 @@ async def test_register_rejects_missing_fields(
     assert await counts(db) == before
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b"", b"[]", b'"text"', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{not json",
+        b"",
+        b"[]",
+        b'"text"',
+        b"\xff\xfe",
+        # An unpaired surrogate escape: valid JSON, but no UTF-8 string (hashing would fail).
+        b'{"username": "surr_a", "email": "surr@example.com", "password": "\\ud800 long enough"}',
+        b'{"username": "surr_b", "email": "surr2@example.com", "password": "long enough", "status": "\\udfff"}',
+    ],
+)
 async def test_register_rejects_malformed_json(
     api: httpx.AsyncClient, db: asyncpg.Connection, raw: bytes
 ) -> None:

@@ -69,3 +69,24 @@ def test_production_refuses_placeholder_secrets(monkeypatch: pytest.MonkeyPatch)
     # Development is forgiving: the run command generates keys.
     monkeypatch.setenv("ENVIRONMENT", "development")
     GatewaySettings()
+
+
+@pytest.mark.parametrize(
+    ("body", "bad"),
+    [
+        (b'{"text": "plain"}', False),
+        (b'{"text": "\\ud83d\\ude00"}', False),
+        (b'{"text": "\\u00e9\\u0436"}', False),
+        (b'{"text": "\\\\ud800"}', False),
+        (b'{"text": "\\ud800"}', True),
+        (b'{"text": "\\udc00"}', True),
+        (b'{"text": "\\ud83d x \\ude00"}', True),
+        (b'{"text": "\\ud83d\\ud83d\\ude00"}', True),
+        (b'{"text": "a\\\\\\ud800"}', True),
+        (b'{"a": "\\ud83d\\ude00", "b": "\\uDFFF"}', True),
+    ],
+)
+def test_unpaired_surrogates(body: bytes, bad: bool) -> None:
+    from common.surrogates import has_unpaired_surrogate
+
+    assert has_unpaired_surrogate(body) is bad

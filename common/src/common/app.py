@@ -7,6 +7,7 @@ from fastapi import APIRouter, FastAPI
 
 from common.errors import install_error_handlers
 from common.logs import AccessLogMiddleware
+from common.surrogates import RejectUnpairedSurrogates
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -31,6 +32,7 @@ def build_app(
         openapi_url=f"{prefix}/openapi.json",
     )
     install_error_handlers(app)
+    app.add_middleware(RejectUnpairedSurrogates)
     app.add_middleware(AccessLogMiddleware)
 
     @app.get("/healthz", include_in_schema=False)

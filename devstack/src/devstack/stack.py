@@ -129,7 +129,7 @@ class Stack:
                 raise StackError(f"migrations of {service} failed:\n{result.stdout}{result.stderr}")
 
     # ---- lifecycle ---------------------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 120.0) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.config.data_dir.chmod(0o755)
         try:

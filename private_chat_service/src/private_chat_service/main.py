@@ -6,7 +6,6 @@ from fastapi import FastAPI
 from common.app import build_app
 from common.db import make_engine
 from common.logs import configure_logging
-from private_chat_service import validation
 from private_chat_service.routes import router
 from private_chat_service.service import PrivateChatService
 from private_chat_service.settings import PrivateChatSettings
@@ -34,5 +33,4 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         routers=[router],
     )
-    validation.install(app)
     return app
