@@ -131,7 +131,7 @@ async def test_register_rejects_missing_fields(
         b"\xff\xfe",
         # An unpaired surrogate escape: valid JSON, but no UTF-8 string (hashing would fail).
         b'{"username": "surr_a", "email": "surr@example.com", "password": "\\ud800 long enough"}',
-        b'{"username": "surr_b", "email": "surr2@example.com", "password": "long enough", "status": "\\udfff"}',
+        b'{"username": "surr_b", "email": "s2@example.com", "password": "long pw!", "status": "\\udfff"}',
     ],
 )
 async def test_register_rejects_malformed_json(
