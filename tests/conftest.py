@@ -139,3 +139,14 @@ def make_user(api: httpx.AsyncClient) -> MakeUser:
         return User(me.json()["id"], username.lower(), email, password, token)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def instances(stack: Stack) -> dict[str, str]:
+    """Each websocket instance's loopback URL, for its internal stats (nginx never routes them)."""
+    return {f"qr{index + 1}": f"http://127.0.0.1:{port}" for index, port in enumerate(stack.config.qr_ports)}
+
+
+@pytest.fixture
+def ws_url(stack: Stack) -> str:
+    return f"ws://127.0.0.1:{stack.config.http_port}/auth_events/qr_auth/"

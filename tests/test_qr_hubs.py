@@ -5,17 +5,16 @@ which need an instance with short timeouts of its own."""
 import asyncio
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from qr_client import hub_client, new_client_id, next_op
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -23,37 +22,6 @@ from devstack import Stack
 from devstack.config import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.usefixtures("stack")
-
-INFORMATIONAL = {"hello", "mobile connected"}
-
-
-def new_client_id() -> str:
-    return secrets.token_urlsafe(24)
-
-
-@pytest.fixture(scope="module")
-def instances(stack: Stack) -> dict[str, str]:
-    return {f"qr{index + 1}": f"http://127.0.0.1:{port}" for index, port in enumerate(stack.config.qr_ports)}
-
-
-@pytest.fixture
-def ws_url(stack: Stack) -> str:
-    return f"ws://127.0.0.1:{stack.config.http_port}/auth_events/qr_auth/"
-
-
-@asynccontextmanager
-async def hub_client(ws_url: str, client_id: str) -> AsyncIterator[ClientConnection]:
-    async with connect(f"{ws_url}?client_id={client_id}", open_timeout=10) as ws:
-        hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        assert hello["op"] == "hello", hello
-        yield ws
-
-
-async def next_op(ws: ClientConnection) -> dict[str, Any]:
-    while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), 30))
-        if message.get("op") not in INFORMATIONAL:
-            return dict(message)
 
 
 async def closed_with(ws: ClientConnection) -> tuple[int | None, str | None]:

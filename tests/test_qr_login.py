@@ -7,14 +7,13 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from qr_client import hub_client, new_client_id, next_op
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from auth_service.tickets import TicketClaims, TicketCodec, TicketService
@@ -22,40 +21,6 @@ from common.db import make_engine
 from devstack import Stack
 
 pytestmark = pytest.mark.usefixtures("stack")
-
-INFORMATIONAL = {"hello", "mobile connected"}
-
-
-def new_client_id() -> str:
-    return secrets.token_urlsafe(24)
-
-
-@pytest.fixture(scope="module")
-def instances(stack: Stack) -> dict[str, str]:
-    """Each websocket instance's loopback URL, for its internal stats (nginx never routes them)."""
-    return {f"qr{index + 1}": f"http://127.0.0.1:{port}" for index, port in enumerate(stack.config.qr_ports)}
-
-
-@pytest.fixture
-def ws_url(stack: Stack) -> str:
-    return f"ws://127.0.0.1:{stack.config.http_port}/auth_events/qr_auth/"
-
-
-@asynccontextmanager
-async def hub_client(ws_url: str, client_id: str) -> AsyncIterator[ClientConnection]:
-    """A client in the hub `client_id` (its hello already read)."""
-    async with connect(f"{ws_url}?client_id={client_id}", open_timeout=10) as ws:
-        hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        assert hello["op"] == "hello", hello
-        yield ws
-
-
-async def next_op(ws: ClientConnection) -> dict[str, Any]:
-    """The next message that is not merely informational."""
-    while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), 30))
-        if message.get("op") not in INFORMATIONAL:
-            return dict(message)
 
 
 async def close_code(ws: ClientConnection) -> int | None:
