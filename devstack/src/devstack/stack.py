@@ -155,11 +155,14 @@ class Stack:
             raise
 
     def _service_command(self, spec: ServiceSpec) -> list[str]:
+        # A QR hub lives in one process's memory and nginx routes a client_id to an instance, not
+        # to a worker: websocket instances always run one worker (scale them with QR_INSTANCES).
+        workers = 1 if spec.name.startswith("qr_ws") else self.config.workers
         return [
             sys.executable, "-m", "uvicorn", spec.app, "--factory",
             "--host", "127.0.0.1", "--port", str(spec.port),
             "--no-access-log", "--loop", "uvloop", "--http", "httptools",
-            "--workers", str(self.config.workers), "--timeout-graceful-shutdown", "5",
+            "--workers", str(workers), "--timeout-graceful-shutdown", "5",
             # Websocket frames past this are refused by the protocol layer itself; the QR
             # service's own, smaller limit (QR_MAX_FRAME_BYTES) answers in its protocol.
             "--ws-max-size", "65536",
