@@ -156,8 +156,8 @@ def markdown(document: dict[str, Any], *, baseline_name: str | None) -> str:
         "- versions: " + ", ".join(f"{k} {_short(v)}" for k, v in meta["versions"].items()),
         "",
     ]
-    header = "| scenario | req/s | p50 ms | p99 ms | errors | non-2xx |"
-    rule = "|---|---:|---:|---:|---:|---:|"
+    header = "| scenario | req/s | p50 ms | p99 ms | errors | non-2xx | CPU ms/req (top 3) | other tests |"
+    rule = "|---|---:|---:|---:|---:|---:|---|---:|"
     if base_rows:
         header += " before req/s | before p50 | before p99 |"
         rule += "---:|---:|---:|"
@@ -165,7 +165,8 @@ def markdown(document: dict[str, Any], *, baseline_name: str | None) -> str:
     for name, row in rows.items():
         line = (
             f"| {TITLES.get(name, name)} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
-            f"| {row['errors']} | {row['non2xx']} |"
+            f"| {row['errors']} | {row['non2xx']} | {_top_cpu(row)} "
+            f"| {row['detail'].get('other_pytest_processes', '-')} |"
         )
         if base_rows:
             before = base_rows.get(name)
@@ -190,6 +191,12 @@ def markdown(document: dict[str, Any], *, baseline_name: str | None) -> str:
     if baseline_name:
         lines += ["", f"Before figures: `{baseline_name}`."]
     return "\n".join(lines) + "\n"
+
+
+def _top_cpu(row: dict[str, Any]) -> str:
+    spent = (row["detail"].get("cpu") or {}).get("cpu_ms_per_request") or {}
+    top = sorted(((v, k) for k, v in spent.items() if k != "load tool"), reverse=True)[:3]
+    return ", ".join(f"{name} {value:.2f}" for value, name in top) or "-"
 
 
 def _short(value: str) -> str:

@@ -18,7 +18,18 @@ from typing import Any
 
 from bench import report
 from bench.seed import PASSWORD, SeedData, prepare_ceiling_tables, seed
-from bench.tools import Load, Result, finish_wrk, pgbench, qr_logins, start_wrk, write_requests, wrk
+from bench.tools import (
+    Load,
+    Result,
+    cpu_per_request,
+    cpu_seconds,
+    finish_wrk,
+    pgbench,
+    qr_logins,
+    start_wrk,
+    write_requests,
+    wrk,
+)
 from devstack import Stack, StackConfig
 from devstack.config import REPO_ROOT, SERVICE_NAMES, free_port
 from devstack.stack import stop_from_state
@@ -172,7 +183,8 @@ def newest_page_sql(chat_id: int) -> str:
     from private_chat_service.repository import messages_page_query
 
     query = messages_page_query(chat_id, limit=50, offset=0, before=None, after=None)
-    return str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})) + ";\n"
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    return str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True})) + ";\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,8 +229,13 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(args.serve)
             return 0
         alone_p99: float | None = None
+        groups = {name: process.pid for name, process in stack.processes.items()}
+        postmaster = _postmaster_pid(stack)
         for scenario in selected:
             print(f"bench: {scenario} …", flush=True)
+            cpu_before = cpu_seconds(groups, postmaster)
+            wall_before = time.monotonic()
+            others_before = _other_test_runs()
             if scenario == "qr":
                 tokens = [u.token for u in data.users]
                 result = qr_logins(base_url, tokens, args.qr_concurrency, load)
@@ -255,6 +272,22 @@ def main(argv: list[str] | None = None) -> int:
                 result = wrk(scenario, base_url, write_requests(work / f"{scenario}.txt", lines), load)
                 if scenario == "send":
                     alone_p99 = result.p99_ms
+            # CPU of every process over the scenario (warm-up included), per measured request:
+            # where a request's cost goes, and how many of the machine's cores were busy.
+            spent = cpu_per_request(
+                cpu_before,
+                cpu_seconds(groups, postmaster),
+                result.requests,
+                time.monotonic() - wall_before,
+            )
+            spent["cpu_ms_per_request"] = {
+                k: round(v * result.requests / max(1, _all_requests(result, load)), 3)
+                for k, v in spent["cpu_ms_per_request"].items()
+            }
+            result.detail["cpu"] = spent
+            # Test runs of other work on the machine around this scenario: its figures are then shared.
+            result.detail["other_pytest_processes"] = max(others_before, _other_test_runs())
+            result.detail["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
             results.append(result)
             print(f"       {result.rps:10.1f}/s  p50 {result.p50_ms:8.2f} ms  p99 {result.p99_ms:8.2f} ms"
                   f"  errors {result.errors}  non-2xx {result.non2xx}", flush=True)  # fmt: skip
@@ -289,6 +322,33 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown)
     failed = [r.name for r in results if r.errors or r.non2xx]
     return 1 if failed else 0
+
+
+def _other_test_runs() -> int:
+    count = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"pytest" in cmdline.read_bytes():
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+def _postmaster_pid(stack: Stack) -> int | None:
+    if stack.postgres is None:
+        return None
+    try:
+        return int((stack.postgres.data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _all_requests(result: Result, load: Load) -> float:
+    """Requests of the run and of its warm-up (estimated at the run's rate), which the CPU figures span."""
+    return (
+        result.requests * (load.duration + load.warmup) / load.duration if load.duration else result.requests
+    )
 
 
 async def _count_messages(dsn: str) -> int:

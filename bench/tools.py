@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import secrets
 import statistics
 import subprocess
@@ -51,6 +52,48 @@ class Result:
             "non2xx": self.non2xx,
             "detail": self.detail,
         }
+
+
+def cpu_seconds(groups: dict[str, int], postmaster: int | None) -> dict[str, float]:
+    """CPU time (user + system) used so far by each process group (a service and its workers,
+    nginx and its workers) and by PostgreSQL (the postmaster, its reaped and its live backends)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    by_group: dict[str, float] = dict.fromkeys(groups, 0.0)
+    pgid_names = {pgid: name for name, pgid in groups.items()}
+    postgres = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid = int(stat.parent.name)
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):
+            continue
+        ppid, pgid = int(fields[1]), int(fields[2])
+        utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+        if pgid in pgid_names:
+            by_group[pgid_names[pgid]] += (utime + stime + cutime + cstime) / tick
+        if postmaster is not None and pid == postmaster:
+            postgres += (utime + stime + cutime + cstime) / tick
+        elif postmaster is not None and ppid == postmaster:
+            postgres += (utime + stime) / tick
+    if postmaster is not None:
+        by_group["postgres"] = postgres
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    by_group["load tool"] = children.ru_utime + children.ru_stime
+    return by_group
+
+
+def cpu_per_request(
+    before: dict[str, float], after: dict[str, float], requests: int, seconds: float
+) -> dict[str, Any]:
+    used = {name: after[name] - before.get(name, 0.0) for name in after}
+    busy = {name: value for name, value in used.items() if value > 0.005}
+    return {
+        "cpu_ms_per_request": {
+            name: round(1000 * value / max(requests, 1), 3) for name, value in busy.items()
+        },
+        "cores_busy": {name: round(value / seconds, 2) for name, value in busy.items()},
+        "cores_busy_total": round(sum(busy.values()) / seconds, 2),
+    }
 
 
 def write_requests(path: Path, lines: list[tuple[str, str, str, str, str]]) -> Path:
