@@ -33,7 +33,7 @@ from bench.tools import (
 from devstack import Stack, StackConfig
 from devstack.config import REPO_ROOT, SERVICE_NAMES, free_port
 from devstack.stack import stop_from_state
-from devstack.system import apt_install, find_postgres_bindir
+from devstack.system import MissingProgram, apt_install, find_postgres_bindir
 
 ALL_SCENARIOS = (
     "nginx", "auth", "floor_auth", "floor_noauth", "read", "deep_cursor", "deep_offset",
@@ -190,7 +190,11 @@ def newest_page_sql(chat_id: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     selected = [s for s in ALL_SCENARIOS if not args.only or s in args.only.split(",")]
-    ensure_wrk()
+    try:
+        ensure_wrk()
+    except MissingProgram as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
     load = Load(args.connections, args.threads, args.duration, args.warmup)
     data_dir = REPO_ROOT / ".data" / "bench"
     if (data_dir / "stack.json").exists():
