@@ -22,6 +22,11 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "chat"
     )
 
 
+def plain_database_url(url: str) -> str:
+    """The URL as asyncpg itself takes it (for a service's plain asyncpg pool on a hot path)."""
+    return async_database_url(url).replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
 async def get_engine(request: Request) -> AsyncEngine:  # async: no worker-thread hop
     engine: AsyncEngine = request.app.state.engine
     return engine

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import (
     BigInteger,
     Select,
@@ -125,31 +126,46 @@ async def insert_message(
 # The send path in one statement (one round trip, its own transaction): touch the chat as a member
 # (the row lock serialises the chat's sends, as in touch_chat_as_member) and insert. A reply target
 # that is not a message of this chat makes the UPDATE match nothing, so nothing at all is written.
-ADD_MESSAGE_AS_MEMBER = text(
-    """
+# Written once with asyncpg's $n parameters (the hot path runs it on asyncpg directly); the
+# SQLAlchemy form below names them.
+ADD_MESSAGE_AS_MEMBER_SQL = """
     WITH touched AS (
         UPDATE private_chat.chats
         SET last_activity_at = greatest(last_activity_at, clock_timestamp())
-        WHERE id = CAST(:chat_id AS bigint)
-          AND (user_low = CAST(:user_id AS bigint) OR user_high = CAST(:user_id AS bigint))
-          AND (CAST(:answer_id AS bigint) IS NULL OR EXISTS (
+        WHERE id = CAST($1 AS bigint)
+          AND (user_low = CAST($2 AS bigint) OR user_high = CAST($2 AS bigint))
+          AND (CAST($4 AS bigint) IS NULL OR EXISTS (
                 SELECT 1 FROM private_chat.messages
-                WHERE chat_id = CAST(:chat_id AS bigint) AND id = CAST(:answer_id AS bigint)))
+                WHERE chat_id = CAST($1 AS bigint) AND id = CAST($4 AS bigint)))
         RETURNING id, last_activity_at
     )
     INSERT INTO private_chat.messages (chat_id, owner_id, text, answer_id, created_at)
-    SELECT id, CAST(:user_id AS bigint), CAST(:text AS text), CAST(:answer_id AS bigint), last_activity_at
+    SELECT id, CAST($2 AS bigint), CAST($3 AS text), CAST($4 AS bigint), last_activity_at
     FROM touched
     RETURNING id
-    """
+"""
+ADD_MESSAGE_AS_MEMBER = text(
+    ADD_MESSAGE_AS_MEMBER_SQL.replace("$1", ":chat_id")
+    .replace("$2", ":user_id")
+    .replace("$3", ":text")
+    .replace("$4", ":answer_id")
 )
 
 
 async def add_message_as_member(
-    conn: AsyncConnection, *, chat_id: int, user_id: int, text: str, answer_id: int | None
+    conn: AsyncConnection | asyncpg.Pool,
+    *,
+    chat_id: int,
+    user_id: int,
+    text: str,
+    answer_id: int | None,
 ) -> int | None:
     """The new message's id; None when nothing was written (no such chat, not a member, or a
-    reply target outside the chat). Run it outside a transaction: it is one."""
+    reply target outside the chat). Run it outside a transaction: it is one. On an asyncpg pool
+    it skips SQLAlchemy altogether (about a third of the service's CPU per send in profiles)."""
+    if isinstance(conn, asyncpg.Pool):
+        message_id = await conn.fetchval(ADD_MESSAGE_AS_MEMBER_SQL, chat_id, user_id, text, answer_id)
+        return int(message_id) if message_id is not None else None
     params = {"chat_id": chat_id, "user_id": user_id, "text": text, "answer_id": answer_id}
     row = (await conn.execute(ADD_MESSAGE_AS_MEMBER, params)).first()
     return int(row[0]) if row is not None else None
