@@ -15,7 +15,7 @@ from common.identity import CurrentUserId
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{16,128}$"
 
 
-def get_tickets(request: Request) -> TicketService:
+async def get_tickets(request: Request) -> TicketService:
     tickets: TicketService = request.app.state.tickets
     return tickets
 

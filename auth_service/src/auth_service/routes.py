@@ -9,7 +9,7 @@ from common.identity import CurrentUserId
 from common.tokens import token_from_authorization
 
 
-def get_service(request: Request) -> AuthService:
+async def get_service(request: Request) -> AuthService:
     service: AuthService = request.app.state.service
     return service
 

@@ -12,7 +12,7 @@ class YandexUrl(BaseModel):
     yandex_url: str
 
 
-def get_yandex(request: Request) -> YandexAuth:
+async def get_yandex(request: Request) -> YandexAuth:
     yandex: YandexAuth = request.app.state.yandex
     return yandex
 

@@ -7,14 +7,13 @@ import asyncpg
 from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import text
+from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from common.app import build_app
-from common.db import make_engine
+from common.db import plain_database_url
 from common.errors import AppError, invalid_token
 from common.logs import configure_logging
-from common.settings import async_database_url
 from common.tokens import (
     TOKEN_LEEWAY_SECONDS,
     AccessClaims,
@@ -24,7 +23,6 @@ from common.tokens import (
 )
 from gateway.settings import GatewaySettings
 
-IS_REVOKED = text("SELECT 1 FROM auth.revoked_access_tokens WHERE jti = :jti")
 IS_REVOKED_SQL = "SELECT 1 FROM auth.revoked_access_tokens WHERE jti = $1"
 
 router = APIRouter(prefix="/gateway", tags=["gateway"])
@@ -58,6 +56,17 @@ class TokenOwner(BaseModel):
     user_id: int
 
 
+async def check_token(state: State, authorization: str | None) -> AccessClaims:
+    """The whole check: signature and claims, then the revocation list. Raises 401 AppErrors."""
+    verifier: VerifiedTokens = state.verifier
+    claims = verifier.verify(token_from_authorization(authorization))
+    if state.settings.check_revocation:
+        pool: asyncpg.Pool = state.revocation_pool
+        if await pool.fetchval(IS_REVOKED_SQL, claims.jti) is not None:
+            raise invalid_token()
+    return claims
+
+
 @router.get(
     "/get-token/",
     response_model=TokenOwner,
@@ -65,20 +74,15 @@ class TokenOwner(BaseModel):
 )
 async def get_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
     """nginx's auth_request target: 200 with X-User-Id for a good token, else 401."""
-    verifier: VerifiedTokens = request.app.state.verifier
-    claims = verifier.verify(token_from_authorization(authorization))
-    if request.app.state.settings.check_revocation:
-        async with request.app.state.engine.connect() as conn:
-            if (await conn.execute(IS_REVOKED, {"jti": claims.jti})).first() is not None:
-                raise invalid_token()
+    claims = await check_token(request.app.state, authorization)
     return JSONResponse({"user_id": claims.user_id}, headers={"X-User-Id": str(claims.user_id)})
 
 
 class FastTokenCheck:
     """The auth_request hot path without the framework: a good, unrevoked token answered straight
-    from ASGI (a profile showed the route's FastAPI, SQLAlchemy and log overhead costing more than
-    the check itself). Anything else (no token, a bad or revoked one, the database unreachable)
-    falls through to the `get_token` route, which decides and words the answer as before; so
+    from ASGI (a profile showed the route's FastAPI and log overhead costing more than the check
+    itself). Anything else (no token, a bad or revoked one, the database unreachable) falls
+    through to the `get_token` route, which runs the same check and words the refusal; so
     refusals are still logged, while nginx's own access log records every request."""
 
     def __init__(self, app: ASGIApp, *, path: str = "/gateway/get-token/") -> None:
@@ -102,26 +106,16 @@ class FastTokenCheck:
 
     async def _good_token_owner(self, scope: Scope) -> int | None:
         state = scope["app"].state
-        verifier: VerifiedTokens | None = getattr(state, "verifier", None)
-        pool: asyncpg.Pool | None = getattr(state, "revocation_pool", None)
+        if getattr(state, "revocation_pool", None) is None:
+            return None
         authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-        if authorization is None or verifier is None:
+        if authorization is None:
             return None
         try:
-            claims = verifier.verify(token_from_authorization(authorization.decode("latin-1")))
-            if state.settings.check_revocation:
-                if pool is None:
-                    return None
-                if await pool.fetchval(IS_REVOKED_SQL, claims.jti) is not None:
-                    return None
+            claims = await check_token(state, authorization.decode("latin-1"))
         except (AppError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return None
         return claims.user_id
-
-
-def plain_database_url(url: str) -> str:
-    """The URL as asyncpg itself takes it (no SQLAlchemy driver suffix)."""
-    return async_database_url(url).replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -137,14 +131,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.verifier = VerifiedTokens(verifier)
-        engine = make_engine(
-            settings.database_url, pool_size=settings.db_pool_size, application_name="gateway"
-        )
-        # The revocation check is one SELECT: autocommit spares it a BEGIN and a ROLLBACK round trip.
-        app.state.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         pool = await asyncpg.create_pool(
             plain_database_url(settings.database_url),
-            min_size=0,  # connects on first use, like the SQLAlchemy pool: no start-up dependency
+            min_size=0,  # connects on first use: no start-up dependency on the database
             max_size=settings.db_pool_size,
             server_settings={"application_name": "gateway"},
         )
@@ -154,7 +143,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         finally:
             app.state.revocation_pool = None
             await pool.close()
-            await engine.dispose()
 
     app = build_app(
         title="Gateway",

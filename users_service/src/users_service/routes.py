@@ -14,7 +14,7 @@ router = APIRouter(tags=["users"])
 internal = APIRouter(prefix="/internal", tags=["internal"], include_in_schema=False)
 
 
-def get_service(request: Request) -> UsersService:
+async def get_service(request: Request) -> UsersService:
     service: UsersService = request.app.state.users_service
     return service
 
