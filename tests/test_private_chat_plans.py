@@ -15,13 +15,14 @@ from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql import Select
 
 from private_chat_service.repository import (
     _MEMBER_PAGE,
-    ADD_MESSAGE_AS_MEMBER,
+    ADD_MESSAGE_AS_MEMBER_SQL,
     chat_list_query,
     messages_page_query,
 )
@@ -205,6 +206,15 @@ async def test_member_page_statement_is_a_bounded_range_scan(
     assert chat_scans
     assert all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in chat_scans)
     assert all(n["Actual Loops"] == 1 for n in chat_scans)
+
+
+# The service runs the send statement on asyncpg with $n parameters; named here for explain_prepared.
+ADD_MESSAGE_AS_MEMBER = text(
+    ADD_MESSAGE_AS_MEMBER_SQL.replace("$1", ":chat_id")
+    .replace("$2", ":user_id")
+    .replace("$3", ":text")
+    .replace("$4", ":answer_id")
+)
 
 
 async def test_send_statement_touches_one_chat_row_and_inserts_one_message(

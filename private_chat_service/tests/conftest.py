@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from common.db import make_engine
+from common.db import make_engine, plain_database_url
 from devstack.config import StackConfig
 from devstack.postgres import PrivatePostgres
 from devstack.stack import Stack
@@ -52,7 +52,9 @@ async def raw(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture
 async def service(database_url: str) -> AsyncIterator[PrivateChatService]:
     engine = make_engine(database_url, pool_size=20)
-    yield PrivateChatService(engine)
+    pool = await asyncpg.create_pool(plain_database_url(database_url), min_size=0, max_size=20)
+    yield PrivateChatService(engine, pool)
+    await pool.close()
     await engine.dispose()
 
 

@@ -11,7 +11,7 @@ from private_chat_service.schemas import ChatInfo, ChatListItem, UserObject
 
 
 class PrivateChatService:
-    def __init__(self, engine: AsyncEngine, pool: asyncpg.Pool | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, pool: asyncpg.Pool) -> None:
         self.engine = engine
         # Plain asyncpg connections to the same database, for the hottest single statement.
         self.pool = pool
@@ -43,19 +43,12 @@ class PrivateChatService:
     async def add_message(self, user_id: int, chat_id: int, *, text: str, answer_id: int | None) -> int:
         """One statement, its own transaction: lock-and-touch the chat as a member, check the reply,
         insert (the hot path: one round trip). When it wrote nothing, a second look says why."""
-        if self.pool is not None:
-            message_id = await repository.add_message_as_member(
-                self.pool, chat_id=chat_id, user_id=user_id, text=text, answer_id=answer_id
-            )
-            if message_id is not None:
-                return message_id
+        message_id = await repository.add_message_as_member(
+            self.pool, chat_id=chat_id, user_id=user_id, text=text, answer_id=answer_id
+        )
+        if message_id is not None:
+            return message_id
         async with self.autocommit.connect() as conn:
-            if self.pool is None:
-                message_id = await repository.add_message_as_member(
-                    conn, chat_id=chat_id, user_id=user_id, text=text, answer_id=answer_id
-                )
-                if message_id is not None:
-                    return message_id
             members = await repository.get_members(conn, chat_id)
         if members is None:
             raise AppError(404, "chat_not_found")
