@@ -11,6 +11,11 @@ if [ -z "${DATABASE_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/nul
   need+=(postgresql)
 fi
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+# wrk drives the benchmarks (and the bench harness's own tests, skipped without it): installed
+# when we can, never required.
+if ! command -v wrk >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  need+=(wrk)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
