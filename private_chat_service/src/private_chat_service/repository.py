@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import BindParameter
 
 from private_chat_service.models import chats, messages, public_profiles
 
@@ -154,8 +155,12 @@ async def add_message_as_member(
     return int(message_id) if message_id is not None else None
 
 
+# Values or bind parameters (the service's statements are built once with bind parameters).
+IntArg = int | BindParameter[int]
+
+
 def messages_page_query(
-    chat_id: int, *, limit: int, offset: int, before: int | None, after: int | None
+    chat_id: IntArg, *, limit: IntArg, offset: IntArg, before: IntArg | None, after: IntArg | None
 ) -> Select[Any]:
     """One page, newest first, with each owner's user object joined in (one query).
 
@@ -198,41 +203,17 @@ def _member_page_statement(cursor: str | None) -> Select[Any]:
     answering rows only when :user_id is a member of the chat: the member check rides along in the
     same round trip (an uncorrelated EXISTS, evaluated once)."""
     chat_id = bindparam("chat_id", type_=BigInteger)
-    page = select(
-        messages.c.id,
-        messages.c.text,
-        messages.c.answer_id,
-        messages.c.chat_id,
-        messages.c.owner_id,
-        messages.c.created_at,
-    ).where(messages.c.chat_id == chat_id)
-    if cursor in ("before", "between"):
-        page = page.where(messages.c.id < bindparam("before", type_=BigInteger))
-    if cursor in ("after", "between"):
-        page = page.where(messages.c.id > bindparam("after", type_=BigInteger)).order_by(messages.c.id.asc())
-    else:
-        page = page.order_by(messages.c.id.desc())
-    inner = page.limit(bindparam("limit", type_=BigInteger)).offset(bindparam("offset", type_=BigInteger))
-    inner_sq = inner.subquery("page")
     user_id = bindparam("user_id", type_=BigInteger)
     member = exists().where(
         chats.c.id == chat_id, or_(chats.c.user_low == user_id, chats.c.user_high == user_id)
     )
-    return (
-        select(
-            inner_sq.c.id,
-            inner_sq.c.text,
-            inner_sq.c.answer_id,
-            inner_sq.c.chat_id,
-            inner_sq.c.owner_id,
-            inner_sq.c.created_at,
-            func.coalesce(public_profiles.c.username, MISSING_USERNAME).label("username"),
-            public_profiles.c.avatar_url,
-        )
-        .select_from(inner_sq.outerjoin(public_profiles, public_profiles.c.id == inner_sq.c.owner_id))
-        .where(member)
-        .order_by(inner_sq.c.id.desc())
-    )
+    return messages_page_query(
+        chat_id,
+        limit=bindparam("limit", type_=BigInteger),
+        offset=bindparam("offset", type_=BigInteger),
+        before=bindparam("before", type_=BigInteger) if cursor in ("before", "between") else None,
+        after=bindparam("after", type_=BigInteger) if cursor in ("after", "between") else None,
+    ).where(member)
 
 
 _MEMBER_PAGE = {cursor: _member_page_statement(cursor) for cursor in (None, "before", "after", "between")}
