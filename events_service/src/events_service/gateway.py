@@ -142,9 +142,9 @@ class Connection:
             except TimeoutError:
                 if loop.time() >= self.expires:
                     raise ProtocolViolation(CloseCode.AUTHENTICATION_FAILED, "token expired") from None
-                if loop.time() >= self.heartbeat_by:
-                    raise ProtocolViolation(CloseCode.SESSION_TIMED_OUT, "no heartbeat in time") from None
-                raise ProtocolViolation(CloseCode.SESSION_TIMED_OUT, "no IDENTIFY in time") from None
+                if self.session is None and loop.time() >= self.identify_by:
+                    raise ProtocolViolation(CloseCode.SESSION_TIMED_OUT, "no IDENTIFY in time") from None
+                raise ProtocolViolation(CloseCode.SESSION_TIMED_OUT, "no heartbeat in time") from None
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")

@@ -378,4 +378,3 @@ class Hub:
                 self.close_soon(session, CloseCode.AUTHENTICATION_FAILED, "token revoked")
                 with contextlib.suppress(RedisError, OSError):
                     await self.records.delete(session.session_id)
-
