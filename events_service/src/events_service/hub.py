@@ -125,11 +125,14 @@ class Session:
             while self.queue and not self.closing:
                 item = self.queue.popleft()
                 if isinstance(item, Dispatch):
+                    # The seq and its entry move together, before the send: a send cancelled
+                    # while it waits for the socket has written its frame already, and the pair
+                    # must stay true for the checkpoint (records.py).
                     self.seq += 1
-                    await self.websocket.send_text(item.prefix + str(self.seq) + "}")
                     if item.entry_id is not None:
                         self.last_id_text = item.entry_id
                     sent = True
+                    await self.websocket.send_text(item.prefix + str(self.seq) + "}")
                 else:
                     await self.websocket.send_text(item)
         except Exception:  # the connection is gone: its receive loop ends the session
