@@ -32,6 +32,14 @@ QUEUE_LIMIT = 50
 
 
 # ---- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def events_instances(stack: Stack) -> None:
+    """The events service runs where devstack starts it (two instances and a private Redis)."""
+    ports = getattr(stack.config, "ports", {})
+    if "events1" not in ports or "events2" not in ports:
+        pytest.skip("this stack starts no events instances (devstack without the events service)")
+
+
 @pytest.fixture(scope="module")
 def events_url(stack: Stack) -> str:
     return f"ws://127.0.0.1:{stack.config.http_port}/events/"

@@ -4,12 +4,14 @@ from typing import Annotated, TypedDict
 
 from fastapi import Depends
 
+from common.health import Readiness
 from common.state import from_state
 from events_service.gateway import Gateway
 from events_service.hub import Hub
 
 
 class State(TypedDict):
+    readiness: Readiness
     gateway: Gateway
     hub: Hub
 

@@ -223,7 +223,7 @@ class Connection:
             '{"session_id":"' + session.session_id + '","user":' + parts.user_json
             + ',"chats":' + parts.chats_json + "}"
         )  # fmt: skip
-        session.release([Dispatch(dispatch_prefix("READY", ready))])
+        session.release([Dispatch(dispatch_prefix("READY", ready), "READY")])
 
     async def _resume(self, d: dict[str, Any]) -> None:
         claims = await self._check(d.get("token"))
@@ -269,7 +269,8 @@ class Connection:
         session.segment_start = seq + len(entries) + 1
         session.last_id_text = last_id
         frames: list[str | Dispatch] = [
-            Dispatch(dispatch_prefix(entry.kind, entry.payload), entry.entry_id) for entry in entries
+            Dispatch(dispatch_prefix(entry.kind, entry.payload), entry.kind, entry.entry_id)
+            for entry in entries
         ]
-        frames.append(Dispatch(dispatch_prefix("RESUMED", "{}")))
+        frames.append(Dispatch(dispatch_prefix("RESUMED", "{}"), "RESUMED"))
         session.release(frames)

@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket
 
 from common.access import AccessCheck
 from common.events import GLOBAL_STREAM, RETENTION_KEY
+from common.metrics import EVENTS_DELIVERED, FANOUT_LATENCY, WEBSOCKET_SESSIONS
 from events_service.protocol import RECONNECT, CloseCode, dispatch_prefix, parse_stream_id
 from events_service.records import REFRESH_SECONDS, Records
 
@@ -33,14 +34,19 @@ READ_COUNT = 1_000
 FLUSH_DELAY_SECONDS = 0.005
 
 
+SESSIONS_GAUGE = WEBSOCKET_SESSIONS.labels("events")
+
+
 class Dispatch:
-    """A queued dispatch: a stream entry (`entry_id` set) or READY/RESUMED (not in the stream)."""
+    """A queued dispatch: a stream entry (`entry_id` set) or READY/RESUMED (not in the stream).
+    `delivered` is the dispatch name's counter (one label lookup per event, not per frame)."""
 
-    __slots__ = ("entry_id", "prefix")
+    __slots__ = ("delivered", "entry_id", "prefix")
 
-    def __init__(self, prefix: str, entry_id: str | None = None) -> None:
+    def __init__(self, prefix: str, kind: str, entry_id: str | None = None) -> None:
         self.prefix = prefix
         self.entry_id = entry_id
+        self.delivered = EVENTS_DELIVERED.labels(kind)
 
 
 class Session:
@@ -93,11 +99,11 @@ class Session:
         self.closing = False
 
     # ---- feeding ---------------------------------------------------------------------------------
-    def push_entry(self, stream_id: StreamId, entry_id: str, prefix: str) -> None:
+    def push_entry(self, stream_id: StreamId, entry_id: str, prefix: str, kind: str) -> None:
         if stream_id <= self.last_id or self.closing:
             return  # already queued (a resume's replay reached past it)
         self.last_id = stream_id
-        self.queue.append(Dispatch(prefix, entry_id))
+        self.queue.append(Dispatch(prefix, kind, entry_id))
         if len(self.queue) > self.hub.queue_limit:
             self.hub.close_soon(self, CloseCode.UNKNOWN_ERROR, "slow consumer: resume")
             return
@@ -133,6 +139,11 @@ class Session:
                         self.last_id_text = item.entry_id
                     sent = True
                     await self.websocket.send_text(item.prefix + str(self.seq) + "}")
+                    item.delivered.inc()
+                    if item.entry_id is not None:  # its id is the publication time (ms)
+                        FANOUT_LATENCY.observe(
+                            max(0.0, time.time() - parse_stream_id(item.entry_id)[0] / 1000)
+                        )
                 else:
                     await self.websocket.send_text(item)
         except Exception:  # the connection is gone: its receive loop ends the session
@@ -216,12 +227,14 @@ class Hub:
         session.last_id_text = self.cursor_text
         self.by_id[session.session_id] = session
         self.by_user.setdefault(session.user_id, []).append(session)
+        SESSIONS_GAUGE.inc()
 
     def unregister(self, session: Session) -> None:
         session.closing = True
         session.queue.clear()
         if self.by_id.get(session.session_id) is session:
             del self.by_id[session.session_id]
+            SESSIONS_GAUGE.dec()
         sessions = self.by_user.get(session.user_id)
         if sessions is not None:
             with contextlib.suppress(ValueError):
@@ -316,14 +329,16 @@ class Hub:
                 self.close_soon(session, CloseCode.UNKNOWN_ERROR, "session resumed elsewhere")
             return
         prefix: str | None = None
+        kind = ""
         for user in fields.get(b"u", b"").split(b","):
             sessions = self.by_user.get(int(user)) if user.isdigit() else None
             if not sessions:
                 continue
             if prefix is None:
-                prefix = dispatch_prefix(fields[b"t"].decode(), fields[b"d"].decode())
+                kind = fields[b"t"].decode()
+                prefix = dispatch_prefix(kind, fields[b"d"].decode())
             for session in sessions:
-                session.push_entry(stream_id, entry_id, prefix)
+                session.push_entry(stream_id, entry_id, prefix, kind)
 
     # ---- checkpoints -------------------------------------------------------------------------------
     async def _write_checkpoints(self, released: list[Session] | None = None) -> None:

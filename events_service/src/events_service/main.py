@@ -12,7 +12,9 @@ from common.access import AccessCheck, RememberedSignatures
 from common.app import build_app
 from common.db import make_pool
 from common.events import make_redis
+from common.health import Readiness, database_check
 from common.logs import configure_logging
+from common.metrics import asyncpg_pool_stats, sampling_pool
 from common.tokens import TokenVerifier, load_public_key
 from events_service.dependencies import State
 from events_service.gateway import Gateway
@@ -79,10 +81,12 @@ def create_app(settings: EventsSettings | None = None) -> FastAPI:
         hub.start()
         drain_on_stop(hub, settings.drain_seconds)
         try:
-            yield {
-                "gateway": Gateway(settings, hub=hub, access=access, records=records, pool=pool),
-                "hub": hub,
-            }
+            async with sampling_pool(asyncpg_pool_stats(pool)):
+                yield {
+                    "readiness": Readiness(database=database_check(pool), redis=redis.ping),
+                    "gateway": Gateway(settings, hub=hub, access=access, records=records, pool=pool),
+                    "hub": hub,
+                }
         finally:
             await hub.stop()
             await redis.aclose()

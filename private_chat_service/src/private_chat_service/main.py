@@ -6,7 +6,9 @@ from fastapi import FastAPI
 from common.app import build_app
 from common.db import make_pool
 from common.events import EventPublisher, make_redis
+from common.health import Readiness, database_check
 from common.logs import configure_logging
+from common.metrics import asyncpg_pool_stats, sampling_pool
 from private_chat_service.dependencies import State
 from private_chat_service.relay import Relay
 from private_chat_service.routes import router
@@ -31,7 +33,11 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
         if settings.relay_enabled:
             relay.start()
         try:
-            yield {"service": PrivateChatService(pool, events=publisher, outbox_written=relay.wake)}
+            async with sampling_pool(asyncpg_pool_stats(pool)):
+                yield {
+                    "service": PrivateChatService(pool, events=publisher, outbox_written=relay.wake),
+                    "readiness": Readiness(database=database_check(pool)),
+                }
         finally:
             await relay.stop()
             await redis.aclose()

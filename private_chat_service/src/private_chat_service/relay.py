@@ -19,6 +19,7 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from common.events import Event, EventPublisher
+from common.metrics import EVENTS_PUBLISHED, OUTBOX_LAG
 from private_chat_service import repository
 
 logger = logging.getLogger("private_chat_service.relay")
@@ -64,13 +65,16 @@ class Relay:
             if not await repository.lock_relay(conn):
                 return None
             rows = await repository.outbox_batch(conn, self.batch_size)
+            OUTBOX_LAG.set(rows[0].age_seconds if rows else 0.0)
             if not rows:
                 return 0
             await self.publisher.publish(
                 [Event(str(row.id), row.kind, row.recipients, row.payload) for row in rows]
             )
             await repository.delete_outbox(conn, [row.id for row in rows])
-            return len(rows)
+        for row in rows:
+            EVENTS_PUBLISHED.labels(row.kind).inc()
+        return len(rows)
 
     async def _run(self) -> None:
         backoff = 0.05

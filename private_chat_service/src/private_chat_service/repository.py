@@ -274,7 +274,8 @@ RELAY_LOCK_SQL = "SELECT pg_try_advisory_xact_lock($1::bigint)"
 # Committed rows only (READ COMMITTED), in id order, which within a chat is commit order: every
 # statement that writes a chat's outbox row holds that chat's row lock until it commits.
 OUTBOX_BATCH_SQL = """
-    SELECT id, kind, recipients, payload::text FROM private_chat.outbox ORDER BY id LIMIT $1::bigint
+    SELECT id, kind, recipients, payload::text, extract(epoch FROM now() - created_at)::float8
+    FROM private_chat.outbox ORDER BY id LIMIT $1::bigint
 """
 OUTBOX_DELETE_SQL = "DELETE FROM private_chat.outbox WHERE id = ANY($1::bigint[])"
 
@@ -284,6 +285,7 @@ class OutboxRow(NamedTuple):
     kind: str
     recipients: list[int]
     payload: str
+    age_seconds: float
 
 
 async def lock_relay(db: Executor) -> bool:
@@ -292,7 +294,7 @@ async def lock_relay(db: Executor) -> bool:
 
 async def outbox_batch(db: Executor, limit: int) -> list[OutboxRow]:
     rows = await db.fetch(OUTBOX_BATCH_SQL, limit)
-    return [OutboxRow(row[0], row[1], list(row[2]), row[3]) for row in rows]
+    return [OutboxRow(row[0], row[1], list(row[2]), row[3], row[4]) for row in rows]
 
 
 async def delete_outbox(db: Executor, ids: list[int]) -> None:
