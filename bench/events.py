@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hold", type=float, default=float(env("BENCH_HOLD", "30")))
     parser.add_argument("--connections", type=int, default=int(env("BENCH_CONNECTIONS", "32")))
     parser.add_argument("--only", default=env("BENCH_ONLY", ""))
-    parser.add_argument("--label", default=env("BENCH_LABEL", "events-latest"))
+    parser.add_argument("--label", default=env("BENCH_EVENTS_LABEL", "events-latest"))
     parser.add_argument("--note", default="")
     parser.add_argument("--quick", action="store_true", help="small numbers: a smoke run")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
