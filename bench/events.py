@@ -78,10 +78,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 class Watch:
     """What the sessions observed."""
 
-    # message id -> time the send's 200 arrived / the MESSAGE_CREATE arrived at the other member
+    # message id -> when the send's 200 arrived, and the member who should get it
     sent_at: dict[int, float] = field(default_factory=dict)
-    awaited: dict[int, int] = field(default_factory=dict)  # message id -> the receiving user
-    received_at: dict[int, float] = field(default_factory=dict)
+    awaited: dict[int, int] = field(default_factory=dict)
+    # (message id, user id) -> when a MESSAGE_CREATE arrived (it can beat the send's own 200)
+    received_at: dict[tuple[int, int], float] = field(default_factory=dict)
     ack_latencies: list[float] = field(default_factory=list)
     late_acks: int = 0
     closed: int = 0
@@ -111,18 +112,19 @@ async def open_session(url: str, user: BenchUser, watch: Watch, interval: float)
 async def run_session(session: BenchSession, watch: Watch, interval: float) -> None:
     ws = session.ws
     loop = asyncio.get_running_loop()
+    clock = time.perf_counter  # uvloop's loop.time() counts whole milliseconds
 
     async def beat() -> None:
         await asyncio.sleep(random.uniform(0.1, interval))  # noqa: S311 (spreads the sessions' heartbeats)
         while True:
-            session.hb_sent = loop.time()
+            session.hb_sent = clock()
             await ws.send('{"op":1,"d":null}')
             await asyncio.sleep(interval)
 
     beater = loop.create_task(beat())
     try:
         async for raw in ws:
-            now = loop.time()
+            now = clock()
             if raw == '{"op":11,"d":null,"s":null,"t":null}':
                 latency = now - session.hb_sent
                 watch.ack_latencies.append(latency)
@@ -131,9 +133,7 @@ async def run_session(session: BenchSession, watch: Watch, interval: float) -> N
                 continue
             frame = json.loads(raw)
             if frame.get("t") == "MESSAGE_CREATE":
-                message_id = frame["d"]["id"]
-                if watch.awaited.get(message_id) == session.user_id:
-                    watch.received_at[message_id] = now
+                watch.received_at[(frame["d"]["id"], session.user_id)] = now
     except websockets.ConnectionClosed:
         pass
     finally:
@@ -206,6 +206,7 @@ class Bench:
         total = int(rate * duration)
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         errors = 0
+        connected = self.chats[: len(sessions_open) // 2]  # both members have a session
         async with httpx.AsyncClient(base_url=self.base_url, limits=limits, timeout=30) as http:
             loop = asyncio.get_running_loop()
             start = loop.time()
@@ -213,7 +214,7 @@ class Bench:
 
             async def one(index: int) -> None:
                 nonlocal errors
-                chat_id, a, b = self.chats[index % len(self.chats)]
+                chat_id, a, b = connected[index % len(connected)]
                 sender, receiver = (a, b) if index % 2 else (b, a)
                 response = await http.post(
                     f"/private/add-message/{chat_id}/",
@@ -224,7 +225,7 @@ class Bench:
                     errors += 1
                     return
                 message_id = response.json()["id"]
-                watch.sent_at[message_id] = loop.time()
+                watch.sent_at[message_id] = time.perf_counter()
                 watch.awaited[message_id] = receiver.id
 
             for index in range(total):  # an open loop: a send every 1/rate s, whatever the answers
@@ -234,11 +235,15 @@ class Bench:
                 task.add_done_callback(inflight.discard)
             await asyncio.gather(*inflight)
             achieved = total / (loop.time() - start)
+
+            def delivered() -> list[int]:
+                return [m for m, user in watch.awaited.items() if (m, user) in watch.received_at]
+
             deadline = loop.time() + 10
-            while len(watch.received_at) < len(watch.sent_at) and loop.time() < deadline:  # noqa: ASYNC110
+            while len(delivered()) < len(watch.sent_at) and loop.time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)  # the last deliveries, or a loss (counted below)
         latencies = [
-            (watch.received_at[m] - watch.sent_at[m]) * 1000 for m in watch.sent_at if m in watch.received_at
+            (watch.received_at[(m, watch.awaited[m])] - watch.sent_at[m]) * 1000 for m in delivered()
         ]
         # A MESSAGE_CREATE can beat the send's own 200 to the client: that is 0 ms, not negative.
         latencies = [max(0.0, value) for value in latencies]
@@ -342,6 +347,7 @@ class Bench:
         url = [self.instance_url("events2")]
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         ceiling = min(self.args.max_sessions, soft - 500)
+        bound = "the open-file limit" if ceiling < self.args.max_sessions else "--max-sessions"
         watch = Watch()
         sessions: list[BenchSession] = []
         held, steps = 0, []
@@ -377,7 +383,7 @@ class Bench:
             "ceiling": ceiling,
             "limited_by": "the step that failed"
             if held < len(sessions)
-            else f"ceiling ({ceiling}: the open-file limit)",
+            else f"the ceiling ({ceiling}: {bound})",
             "steps": steps,
         }
 
