@@ -56,7 +56,7 @@ def stack(fake_yandex: Any) -> Iterator[Stack]:
         # The event gateway's timers, short so that each rule's test takes seconds
         # (tests/test_events.py; the defaults are API.md's, pinned by a unit test).
         "EVENTS_HEARTBEAT_INTERVAL_MS": "3000",
-        "EVENTS_IDENTIFY_TIMEOUT_SECONDS": "2",
+        "EVENTS_IDENTIFY_TIMEOUT_SECONDS": "4",
         "EVENTS_RESUME_WINDOW_SECONDS": "6",
         "EVENTS_SESSION_QUEUE_LIMIT": "50",
     }
