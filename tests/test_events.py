@@ -20,6 +20,7 @@ import jwt
 import pytest
 import redis.asyncio as aioredis
 from events_client import EventsClient
+from polite_client import post_retrying
 
 from auth_service.tokens import TokenIssuer, load_private_key
 from common.events import Event, EventPublisher, session_key
@@ -107,14 +108,17 @@ async def chat_between(
     body: dict[str, Any] = {"recipient_id": other.id}
     if text is not None:
         body["text"] = text
-    response = await api.post("/private/start-chat/", json=body, headers=starter.headers)
+    response = await post_retrying(api, "/private/start-chat/", json=body, headers=starter.headers)
     assert response.status_code == 200, response.text
     await published(db)
     return int(response.json()["chat_id"])
 
 
 async def send(api: httpx.AsyncClient, user: Any, chat_id: int, text: str) -> int:
-    response = await api.post(f"/private/add-message/{chat_id}/", json={"text": text}, headers=user.headers)
+    # Sends are rate limited per user and chat (API.md 21): a well-behaved client waits.
+    response = await post_retrying(
+        api, f"/private/add-message/{chat_id}/", json={"text": text}, headers=user.headers
+    )
     assert response.status_code == 200, response.text
     return int(response.json()["id"])
 
