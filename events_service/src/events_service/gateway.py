@@ -13,6 +13,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from common.access import AccessCheck
 from common.errors import InvalidToken, NotAuthenticated
+from common.metrics import EVENTS_DELIVERED
 from common.tokens import AccessClaims
 from events_service import repository
 from events_service.hub import Dispatch, Hub, Session
@@ -223,7 +224,7 @@ class Connection:
             '{"session_id":"' + session.session_id + '","user":' + parts.user_json
             + ',"chats":' + parts.chats_json + "}"
         )  # fmt: skip
-        session.release([Dispatch(dispatch_prefix("READY", ready), "READY")])
+        session.release([Dispatch(dispatch_prefix("READY", ready), EVENTS_DELIVERED.labels("READY"))])
 
     async def _resume(self, d: dict[str, Any]) -> None:
         claims = await self._check(d.get("token"))
@@ -269,8 +270,12 @@ class Connection:
         session.segment_start = seq + len(entries) + 1
         session.last_id_text = last_id
         frames: list[str | Dispatch] = [
-            Dispatch(dispatch_prefix(entry.kind, entry.payload), entry.kind, entry.entry_id)
+            Dispatch(
+                dispatch_prefix(entry.kind, entry.payload),
+                EVENTS_DELIVERED.labels(entry.kind),
+                entry.entry_id,
+            )
             for entry in entries
         ]
-        frames.append(Dispatch(dispatch_prefix("RESUMED", "{}"), "RESUMED"))
+        frames.append(Dispatch(dispatch_prefix("RESUMED", "{}"), EVENTS_DELIVERED.labels("RESUMED")))
         session.release(frames)

@@ -39,14 +39,14 @@ SESSIONS_GAUGE = WEBSOCKET_SESSIONS.labels("events")
 
 class Dispatch:
     """A queued dispatch: a stream entry (`entry_id` set) or READY/RESUMED (not in the stream).
-    `delivered` is the dispatch name's counter (one label lookup per event, not per frame)."""
+    `delivered` is the dispatch name's counter (looked up once per event by the fan-out)."""
 
     __slots__ = ("delivered", "entry_id", "prefix")
 
-    def __init__(self, prefix: str, kind: str, entry_id: str | None = None) -> None:
+    def __init__(self, prefix: str, delivered: Any, entry_id: str | None = None) -> None:
         self.prefix = prefix
         self.entry_id = entry_id
-        self.delivered = EVENTS_DELIVERED.labels(kind)
+        self.delivered = delivered
 
 
 class Session:
@@ -99,11 +99,11 @@ class Session:
         self.closing = False
 
     # ---- feeding ---------------------------------------------------------------------------------
-    def push_entry(self, stream_id: StreamId, entry_id: str, prefix: str, kind: str) -> None:
+    def push_entry(self, stream_id: StreamId, entry_id: str, prefix: str, delivered: Any) -> None:
         if stream_id <= self.last_id or self.closing:
             return  # already queued (a resume's replay reached past it)
         self.last_id = stream_id
-        self.queue.append(Dispatch(prefix, kind, entry_id))
+        self.queue.append(Dispatch(prefix, delivered, entry_id))
         if len(self.queue) > self.hub.queue_limit:
             self.hub.close_soon(self, CloseCode.UNKNOWN_ERROR, "slow consumer: resume")
             return
@@ -155,7 +155,7 @@ class Session:
 
     async def wait_sent(self) -> None:
         while self.writer is not None:
-            await asyncio.shield(self.writer)
+            await asyncio.wait([self.writer])
 
     def checkpoint_item(self, released: bool) -> tuple[str, str, int | None, str, bool]:
         """Before READY/RESUMED went out the record's own checkpoint stands (seq None)."""
@@ -329,7 +329,7 @@ class Hub:
                 self.close_soon(session, CloseCode.UNKNOWN_ERROR, "session resumed elsewhere")
             return
         prefix: str | None = None
-        kind = ""
+        delivered = None
         for user in fields.get(b"u", b"").split(b","):
             sessions = self.by_user.get(int(user)) if user.isdigit() else None
             if not sessions:
@@ -337,8 +337,9 @@ class Hub:
             if prefix is None:
                 kind = fields[b"t"].decode()
                 prefix = dispatch_prefix(kind, fields[b"d"].decode())
+                delivered = EVENTS_DELIVERED.labels(kind)
             for session in sessions:
-                session.push_entry(stream_id, entry_id, prefix, kind)
+                session.push_entry(stream_id, entry_id, prefix, delivered)
 
     # ---- checkpoints -------------------------------------------------------------------------------
     async def _write_checkpoints(self, released: list[Session] | None = None) -> None:
