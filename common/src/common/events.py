@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 PREFIX = "chat:ev:"
 GLOBAL_STREAM = "chat:ev:all"
@@ -105,11 +107,15 @@ class EventPublisher:
 
 
 def make_redis(url: str, *, socket_timeout: float | None = 5.0) -> aioredis.Redis:
-    """A client of `url` (bytes answers). Nothing connects until the first command."""
+    """A client of `url` (bytes answers). Nothing connects until the first command.
+
+    Two quick retries, not redis-py's ten: every caller (relay, reader, flusher) has its own
+    retry loop, and a request that touches Redis (typing) should not hang through an outage."""
     client: aioredis.Redis = aioredis.Redis.from_url(
         url,
         socket_timeout=socket_timeout,
         socket_connect_timeout=2.0,
         health_check_interval=30,
+        retry=Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.01), 2),
     )
     return client
