@@ -36,6 +36,20 @@ class AcceptResponse(BaseModel):
     accepted: bool
 
 
+class IdentifyRequest(BaseModel):
+    token: Annotated[str, Field(max_length=4096)]
+
+
+class PublicUser(BaseModel):
+    id: int
+    username: str
+    avatar_url: str | None
+
+
+class IdentifyResponse(BaseModel):
+    user: PublicUser | None
+
+
 router = APIRouter(prefix="/auth", tags=["qr login"])
 internal_router = APIRouter(prefix="/internal/qr", include_in_schema=False)
 
@@ -67,3 +81,10 @@ async def exchange_ticket(
 @internal_router.post("/accept", response_model=AcceptResponse)
 async def accept_ticket(body: AcceptRequest, tickets: Tickets) -> AcceptResponse:
     return AcceptResponse(accepted=await tickets.accept(body.ticket, body.client_id))
+
+
+@internal_router.post("/identify", response_model=IdentifyResponse)
+async def identify(body: IdentifyRequest, tickets: Tickets) -> IdentifyResponse:
+    """Whose is this access token? For the hub, which shows the browser who the phone is."""
+    user = await tickets.identify(body.token)
+    return IdentifyResponse(user=PublicUser(**user) if user is not None else None)
