@@ -76,8 +76,11 @@ async def test_the_phone_is_told_what_asks_and_the_browser_is_not(ws_url: str) -
     async with connect(
         f"{ws_url}?client_id={client_id}", user_agent_header=FIREFOX_ON_MAC, additional_headers=headers
     ) as browser:
-        assert (await recv(browser))["op"] == "hello"
-        async with hub_client(ws_url, client_id) as phone:
+        hello = await recv(browser)
+        assert (hello["op"], hello["role"]) == ("hello", "browser")
+        async with connect(f"{ws_url}?client_id={client_id}") as phone:
+            hello = await recv(phone)
+            assert (hello["op"], hello["role"]) == ("hello", "phone")
             request = await recv(phone)
             assert request.pop("op") == "login request"
             opened_at = request.pop("opened_at")

@@ -67,8 +67,16 @@ async def _open(websocket: WebSocket, client: Client, hub: Hub, settings: QrWsSe
     if client.opener:
         hub.requester = describe_requester(websocket, datetime.now(UTC))
     remaining = max(0.0, hub.deadline - asyncio.get_running_loop().time())
+    # `role` tells a phone that opened a code nobody shows any more (the hub was gone, so it made
+    # a new one) that no computer is waiting on it.
+    role = "browser" if client.opener else "phone"
     await client.send(
-        {"op": "hello", "timeout": round(remaining), "heartbeat_timeout": settings.heartbeat_timeout}
+        {
+            "op": "hello",
+            "timeout": round(remaining),
+            "heartbeat_timeout": settings.heartbeat_timeout,
+            "role": role,
+        }
     )
     if not client.opener:
         # Only the joining client (the phone) learns where the browser is: it is the one asked
