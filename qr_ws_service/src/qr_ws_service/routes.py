@@ -6,17 +6,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Request, WebSocket
+from fastapi import APIRouter, HTTPException, WebSocket
 
+from common.errors import InvalidToken, NotAuthenticated
+from common.rules import CLIENT_ID_RE, MAX_TICKET_LENGTH
+from common.tokens import token_from_authorization
 from qr_ws_service.auth_client import AuthClient, AuthUnavailable
+from qr_ws_service.dependencies import AuthDep, HubsDep, SettingsDep
 from qr_ws_service.hubs import (
-    CLIENT_ID_RE,
     MESSAGE_TOO_BIG,
     POLICY_VIOLATION,
     TRY_AGAIN_LATER,
     Client,
     Hub,
-    HubRegistry,
     Refusal,
     TokenBucket,
 )
@@ -26,10 +28,6 @@ from qr_ws_service.settings import QrWsSettings
 
 logger = logging.getLogger(__name__)
 
-MAX_TICKET_LENGTH = 512
-# An access token is ~250 characters; the frame limit bounds it anyway.
-MAX_ACCESS_TOKEN_LENGTH = 4096
-
 router = APIRouter()
 # Not under /auth_events/, so nginx never routes it: tests and operators read it on the loopback port.
 internal_router = APIRouter(prefix="/internal", include_in_schema=False)
@@ -37,9 +35,7 @@ internal_router = APIRouter(prefix="/internal", include_in_schema=False)
 
 @router.websocket("/auth_events/qr_auth/")
 @router.websocket("/auth_events/qr_auth")
-async def qr_auth(websocket: WebSocket) -> None:
-    settings: QrWsSettings = websocket.app.state.settings
-    registry: HubRegistry = websocket.app.state.hubs
+async def qr_auth(websocket: WebSocket, registry: HubsDep, auth: AuthDep, settings: SettingsDep) -> None:
     client_id = websocket.query_params.get("client_id", "")
     client = Client(websocket)
     # Join before the handshake completes, so a client that sees the socket open is in the hub.
@@ -56,14 +52,16 @@ async def qr_auth(websocket: WebSocket) -> None:
             await client.send({"op": "try again later"})
             await client.close(TRY_AGAIN_LATER)
         else:
-            await _open(websocket, client, joined, settings)
+            await _open(websocket, client, joined, settings, auth)
     finally:
         if isinstance(joined, Hub):
             registry.leave(joined, client)
             await _tell_the_rest(joined, client)
 
 
-async def _open(websocket: WebSocket, client: Client, hub: Hub, settings: QrWsSettings) -> None:
+async def _open(
+    websocket: WebSocket, client: Client, hub: Hub, settings: QrWsSettings, auth: AuthClient
+) -> None:
     if client.opener:
         hub.requester = describe_requester(websocket, datetime.now(UTC))
     remaining = max(0.0, hub.deadline - asyncio.get_running_loop().time())
@@ -84,7 +82,7 @@ async def _open(websocket: WebSocket, client: Client, hub: Hub, settings: QrWsSe
         if hub.requester is not None:
             await client.send({"op": "login request", **hub.requester})
         await _tell(_others(hub, client), {"op": "mobile connected"})
-    await _serve(websocket, client, hub, settings, websocket.app.state.auth)
+    await _serve(websocket, client, hub, settings, auth)
 
 
 def _others(hub: Hub, client: Client) -> list[Client]:
@@ -168,14 +166,14 @@ async def _identify(client: Client, hub: Hub, token: object, auth: AuthClient) -
     if client.user is not None:
         await client.send({"op": "already identified"})
         return
-    if isinstance(token, str):
-        scheme, _, rest = token.strip().partition(" ")
-        token = rest.strip() if rest and scheme.lower() == "bearer" else token.strip()
-    if not isinstance(token, str) or not token or len(token) > MAX_ACCESS_TOKEN_LENGTH:
+    try:
+        # `Bearer <token>` or a bare token, as the HTTP API takes it.
+        access_token = token_from_authorization(token if isinstance(token, str) else None)
+    except (NotAuthenticated, InvalidToken):
         await client.send({"op": "bad token"})
         return
     try:
-        user = await auth.identify(token)
+        user = await auth.identify(access_token)
     except AuthUnavailable as exc:
         logger.warning("auth service unavailable", extra={"error": str(exc)})
         await client.send({"op": "try again later"})
@@ -218,16 +216,13 @@ async def _pending_ticket(client: Client, hub: Hub, ticket: object, auth: AuthCl
 
 
 @internal_router.get("/stats")
-async def stats(request: Request) -> dict[str, Any]:
-    registry: HubRegistry = request.app.state.hubs
-    settings: QrWsSettings = request.app.state.settings
+async def stats(registry: HubsDep, settings: SettingsDep) -> dict[str, Any]:
     return {"instance_id": settings.instance_id, **registry.stats()}
 
 
 @internal_router.get("/hubs")
-async def hub_info(client_id: str, request: Request) -> dict[str, Any]:
+async def hub_info(client_id: str, registry: HubsDep) -> dict[str, Any]:
     # The id travels in the query, which the access log leaves out.
-    registry: HubRegistry = request.app.state.hubs
     hub = registry.hubs.get(client_id)
     if hub is None:
         raise HTTPException(404)
