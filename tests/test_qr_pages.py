@@ -71,7 +71,7 @@ async def test_pages_are_only_read(api: httpx.AsyncClient) -> None:
     assert (await api.post("/qr/", content=b"x")).status_code in (403, 405)
     missing = await api.get("/qr/nothing-here")
     assert missing.status_code == 404
-    assert missing.json() == {"detail": "Not found"}
+    assert missing.json()["code"] == "not_found"
     redirected = await api.get("/qr/approve?client_id=abc", follow_redirects=False)
     assert redirected.status_code == 301
     assert redirected.headers["Location"] == "/qr/approve/?client_id=abc"
