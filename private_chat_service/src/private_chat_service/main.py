@@ -5,7 +5,9 @@ from fastapi import FastAPI
 
 from common.app import build_app
 from common.db import make_pool
+from common.health import Readiness, database_check
 from common.logs import configure_logging
+from common.metrics import asyncpg_pool_stats, sampling_pool
 from private_chat_service.dependencies import State
 from private_chat_service.routes import router
 from private_chat_service.service import PrivateChatService
@@ -22,7 +24,11 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
             settings.database_url, size=settings.db_pool_size, application_name="private_chat"
         )
         try:
-            yield {"service": PrivateChatService(pool)}
+            async with sampling_pool(asyncpg_pool_stats(pool)):
+                yield {
+                    "service": PrivateChatService(pool),
+                    "readiness": Readiness(database=database_check(pool)),
+                }
         finally:
             await pool.close()
 

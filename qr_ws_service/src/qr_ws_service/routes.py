@@ -9,6 +9,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, WebSocket
 
 from common.errors import InvalidToken, NotAuthenticated
+from common.metrics import WEBSOCKET_SESSIONS
 from common.rules import CLIENT_ID_RE, MAX_TICKET_LENGTH
 from common.tokens import token_from_authorization
 from qr_ws_service.auth_client import AuthClient, AuthUnavailable
@@ -40,6 +41,8 @@ async def qr_auth(websocket: WebSocket, registry: HubsDep, auth: AuthDep, settin
     client = Client(websocket)
     # Join before the handshake completes, so a client that sees the socket open is in the hub.
     joined = registry.join(client_id, client) if CLIENT_ID_RE.fullmatch(client_id) else None
+    sessions = WEBSOCKET_SESSIONS.labels("qr_hub_client")
+    sessions.inc()
     try:
         await websocket.accept()
         if joined is None:
@@ -54,6 +57,7 @@ async def qr_auth(websocket: WebSocket, registry: HubsDep, auth: AuthDep, settin
         else:
             await _open(websocket, client, joined, settings, auth)
     finally:
+        sessions.dec()
         if isinstance(joined, Hub):
             registry.leave(joined, client)
             await _tell_the_rest(joined, client)
