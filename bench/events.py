@@ -86,6 +86,7 @@ class Watch:
     ack_latencies: list[float] = field(default_factory=list)
     late_acks: int = 0
     closed: int = 0
+    retried_identifies: int = 0
 
 
 class BenchSession:
@@ -99,10 +100,18 @@ class BenchSession:
 
 
 async def open_session(url: str, user: BenchUser, watch: Watch, interval: float) -> BenchSession:
-    ws = await websockets.connect(url, compression=None, open_timeout=60, max_queue=64)
-    json.loads(await ws.recv())  # HELLO
-    await ws.send(json.dumps({"op": 2, "d": {"token": user.token}}))
-    ready = json.loads(await ws.recv())
+    for attempt in range(5):  # as a client does on 4000 "try again" (an overloaded stack)
+        ws = await websockets.connect(url, compression=None, open_timeout=60, max_queue=64)
+        try:
+            json.loads(await ws.recv())  # HELLO
+            await ws.send(json.dumps({"op": 2, "d": {"token": user.token}}))
+            ready = json.loads(await ws.recv())
+            break
+        except websockets.ConnectionClosed:
+            watch.retried_identifies += 1
+            if attempt == 4:
+                raise
+            await asyncio.sleep(1 + attempt)
     assert ready["t"] == "READY", ready
     session = BenchSession(ws, user.id)
     session.task = asyncio.get_running_loop().create_task(run_session(session, watch, interval))
@@ -336,6 +345,7 @@ class Bench:
             "kib_per_session": round((after - before) / max(1, opened), 2),
             "heartbeats_acked": len(watch.ack_latencies),
             "late_acks": watch.late_acks,
+            "retried_identifies": watch.retried_identifies,
             "ack_p99_ms": round(percentile(watch.ack_latencies, 99) * 1000, 2),
             "target_kib_per_session": 40,
         }
