@@ -106,16 +106,21 @@ class EventPublisher:
         await self._run([event], 0)
 
 
-def make_redis(url: str, *, socket_timeout: float | None = 5.0) -> aioredis.Redis:
+def make_redis(url: str, *, socket_timeout: float | None = 5.0, max_connections: int = 32) -> aioredis.Redis:
     """A client of `url` (bytes answers). Nothing connects until the first command.
 
-    Two quick retries, not redis-py's ten: every caller (relay, reader, flusher) has its own
-    retry loop, and a request that touches Redis (typing) should not hang through an outage."""
-    client: aioredis.Redis = aioredis.Redis.from_url(
+    At most `max_connections` connections; a caller past them waits for one (a burst of 2,000
+    sessions closing at once opened 2,000 connections and hit Redis's client limit). Two quick
+    retries, not redis-py's ten: every caller (relay, reader, flusher) has its own retry loop,
+    and a request that touches Redis (typing) should not hang through an outage."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=10,
         socket_timeout=socket_timeout,
         socket_connect_timeout=2.0,
         health_check_interval=30,
         retry=Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.01), 2),
     )
+    client: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes the pool with the client
     return client
