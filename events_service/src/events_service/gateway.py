@@ -141,9 +141,11 @@ class Connection:
                 async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
-                if loop.time() >= self.expires:
+                # Which deadline passed is the one that was nearest (the loop's clock may wake a
+                # fraction of a millisecond before it).
+                if deadline == self.expires:
                     raise ProtocolViolation(CloseCode.AUTHENTICATION_FAILED, "token expired") from None
-                if self.session is None and loop.time() >= self.identify_by:
+                if self.session is None and deadline == self.identify_by:
                     raise ProtocolViolation(CloseCode.SESSION_TIMED_OUT, "no IDENTIFY in time") from None
                 raise ProtocolViolation(CloseCode.SESSION_TIMED_OUT, "no heartbeat in time") from None
             if message["type"] == "websocket.disconnect":
