@@ -353,22 +353,46 @@ async def test_login_is_rate_limited_per_client(base_url: str) -> None:
     assert limited[0].json() == {"detail": "Too many requests, try again later"}
 
 
-async def test_repeated_failures_lock_the_email_whoever_asks(base_url: str, make_user: object) -> None:
+async def nginx_saw(stack: Stack, response: httpx.Response) -> str:
+    """The client address nginx logged for this response (found by its X-Request-Id)."""
+    request_id = response.headers["X-Request-Id"]
+    log = stack.config.data_dir / "nginx" / "logs" / "access.log"
+    for _ in range(50):  # nginx writes the line once the response is finished
+        for line in log.read_text(errors="replace").splitlines():
+            entry = json.loads(line)
+            if entry["request_id"] == request_id:
+                return str(entry["remote"])
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"request {request_id} is not in nginx's access log")
+
+
+async def test_repeated_failures_lock_the_email_whoever_asks(
+    base_url: str, make_user: object, stack: Stack
+) -> None:
     user = await make_user()  # type: ignore[operator]
-    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.5")
-    async with httpx.AsyncClient(base_url=base_url, transport=transport, timeout=60) as client:
+    # Two clients that nginx tells apart: each binds its own loopback source address (nginx
+    # listens on 127.0.0.1 and passes $remote_addr on), so the lock is shown to hold for an
+    # address that never failed, and the log-in rate limit of one is not the other's.
+    guesser = httpx.AsyncClient(
+        base_url=base_url, transport=httpx.AsyncHTTPTransport(local_address="127.0.0.5"), timeout=60
+    )
+    owner = httpx.AsyncClient(
+        base_url=base_url, transport=httpx.AsyncHTTPTransport(local_address="127.0.0.6"), timeout=60
+    )
+    async with guesser, owner:
+        guess = {"email": user.email, "password": "not it at all"}
         for _ in range(10):
-            wrong = await client.post("/auth/login/", json={"email": user.email, "password": "not it at all"})
+            wrong = await guesser.post("/auth/login/", json=guess)
             assert wrong.status_code == 401
-        locked = await client.post("/auth/login/", json={"email": user.email, "password": user.password})
-        assert locked.status_code == 429
+        assert await nginx_saw(stack, wrong) == "127.0.0.5"
+        locked = await owner.post("/auth/login/", json={"email": user.email, "password": user.password})
+        assert await nginx_saw(stack, locked) == "127.0.0.6"
+        assert locked.status_code == 429, locked.text
         assert int(locked.headers["Retry-After"]) > 0
         # An unknown email is braked the same way, so the brake does not reveal who is registered.
         for _ in range(10):
-            await client.post("/auth/login/", json={"email": "ghost@example.com", "password": "nope nope"})
-        ghost = await client.post(
-            "/auth/login/", json={"email": "ghost@example.com", "password": "nope nope"}
-        )
+            await guesser.post("/auth/login/", json={"email": "ghost@example.com", "password": "nope nope"})
+        ghost = await owner.post("/auth/login/", json={"email": "ghost@example.com", "password": "nope nope"})
         assert ghost.status_code == 429
         assert ghost.json() == locked.json()
 
