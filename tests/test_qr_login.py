@@ -16,7 +16,7 @@ from qr_client import hub_client, new_client_id, next_op
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from auth_service.tickets import TicketClaims, TicketCodec
+from auth_service.qr.tickets import TicketClaims, TicketCodec
 from devstack import Stack
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -152,7 +152,7 @@ async def test_login_by_qr_on_each_instance(
         # Once only.
         replay = await exchange(api, ticket, client_id)
         assert replay.status_code == 401
-        assert replay.json() == {"detail": "Invalid or expired ticket"}
+        assert replay.json() == {"detail": "Invalid or expired ticket", "code": "invalid_ticket"}
         # The hub was freed when its clients left (the instance sees the disconnects a moment
         # after the clients do).
         assert await hub_freed(instances[instance], client_id)
@@ -267,7 +267,7 @@ async def test_exchange_refuses_every_bad_ticket(
     assert unauthenticated.status_code == 401
     russian = await exchange(api, "garbage", client_id, language="ru")
     assert russian.status_code == 401
-    assert russian.json() == {"detail": "Недействительный или просроченный билет"}
+    assert russian.json() == {"detail": "Недействительный или просроченный билет", "code": "invalid_ticket"}
     refused = {
         "another hub's client_id": await exchange(api, ticket, new_client_id()),
         "garbage": await exchange(api, "garbage", client_id),

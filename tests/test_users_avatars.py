@@ -344,7 +344,7 @@ async def test_rejected_uploads_change_nothing(backend, client, backend_db) -> N
     # nginx's own limit on this location (AVATAR_MAX_BODY, 9m): a JSON 413 before the service.
     too_big = await upload(client, member, b"\x89PNG\r\n\x1a\n" + b"\0" * (10 * MIB))
     assert too_big.status_code == 413
-    assert too_big.json() == {"detail": "Request body is too large"}
+    assert too_big.json() == {"detail": "Request body is too large", "code": "request_too_large"}
 
     # Malformed requests.
     wrong_field = await upload(client, member, png(), field="file")

@@ -331,8 +331,12 @@ async def test_yandex_failures_write_nothing(
     before = await counts(db)
     response = await post(api, endpoint, params={"oauth_token": token}, headers={"Accept-Language": "en"})
     assert response.status_code == expected, response.text
-    detail = "Yandex rejected the token" if expected == 401 else "Yandex ID is unavailable"
-    assert response.json() == {"detail": detail}
+    detail, code = (
+        ("Yandex rejected the token", "yandex_token_rejected")
+        if expected == 401
+        else ("Yandex ID is unavailable", "yandex_unavailable")
+    )
+    assert response.json() == {"detail": detail, "code": code}
     assert await counts(db) == before
     assert await account(db, "1130000000000001") is None
 
@@ -347,7 +351,7 @@ async def test_yandex_unreachable(api: httpx.AsyncClient, db: asyncpg.Connection
                 api, endpoint, params={"oauth_token": token}, headers={"Accept-Language": "ru"}
             )
             assert response.status_code == 502, response.text
-            assert response.json() == {"detail": "Яндекс ID недоступен"}
+            assert response.json() == {"detail": "Яндекс ID недоступен", "code": "yandex_unavailable"}
     assert await counts(db) == before
     # Back online, the same token registers.
     assert (await register(api, token)).status_code == 200

@@ -1,7 +1,8 @@
 """The FastAPI shell every service shares: docs under its own prefix, /healthz, errors, logs."""
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
@@ -9,7 +10,8 @@ from common.errors import install_error_handlers
 from common.logs import AccessLogMiddleware
 from common.surrogates import RejectUnpairedSurrogates
 
-Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+# The lifespan yields the typed state every request sees as `request.state` (see common.state).
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Mapping[str, Any]]]
 
 
 def build_app(
@@ -42,7 +44,3 @@ def build_app(
     for router in routers:
         app.include_router(router)
     return app
-
-
-async def noop_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    yield

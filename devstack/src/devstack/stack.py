@@ -17,11 +17,9 @@ from typing import IO
 
 from devstack.config import REPO_ROOT, StackConfig
 from devstack.keys import ensure_secret, ensure_signing_keys
+from devstack.migrations import MigrationError, migrate
 from devstack.nginx import Nginx
 from devstack.postgres import PrivatePostgres
-
-# Each service's Alembic history, in dependency order (the chat service reads users' view).
-MIGRATIONS = ("users_service", "auth_service", "private_chat_service")
 
 
 @dataclass
@@ -108,25 +106,10 @@ class Stack:
         self.processes[name] = process
 
     def migrate(self) -> None:
-        env = {**os.environ, "DATABASE_URL": self.database_url or ""}
-        for service in MIGRATIONS:
-            result = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "alembic",
-                    "-c",
-                    str(REPO_ROOT / service / "alembic.ini"),
-                    "upgrade",
-                    "head",
-                ],
-                env=env,
-                cwd=REPO_ROOT / service,
-                capture_output=True,
-                text=True,
-            )
-            if result.returncode != 0:
-                raise StackError(f"migrations of {service} failed:\n{result.stdout}{result.stderr}")
+        try:
+            migrate(self.database_url or "")
+        except MigrationError as exc:
+            raise StackError(str(exc)) from exc
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> None:

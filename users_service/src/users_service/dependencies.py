@@ -1,0 +1,15 @@
+"""What routes reach from the lifespan state (see common.state)."""
+
+from typing import Annotated, TypedDict
+
+from fastapi import Depends
+
+from common.state import from_state
+from users_service.service import UsersService
+
+
+class State(TypedDict):
+    service: UsersService
+
+
+ServiceDep = Annotated[UsersService, Depends(from_state("service", UsersService))]
