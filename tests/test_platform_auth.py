@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import json
+import math
 import time
 import uuid
 
@@ -13,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from common.tokens import TOKEN_LEEWAY_SECONDS
 from devstack import Stack
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -269,6 +271,32 @@ async def test_forged_and_expired_tokens_are_refused(
         protected = await api.get("/users/me/", headers=headers)
         assert protected.status_code == 401, name
         assert protected.json() == {"detail": "Not authenticated", "code": "not_authenticated"}, name
+
+
+async def test_a_token_that_expires_while_remembered_is_refused(
+    api: httpx.AsyncClient, stack: Stack, make_user: object
+) -> None:
+    """The gateway remembers a good signature; the expiry is still checked on every use."""
+    user = await make_user()  # type: ignore[operator]
+    for _ in range(3):
+        # Already past `exp`, but inside the verification leeway for about four more seconds.
+        exp = math.ceil(time.time()) + 4 - TOKEN_LEEWAY_SECONDS
+        claims = _claims(user.id, exp=exp, jti=uuid.uuid4().hex)
+        headers = {"Authorization": f"Bearer {jwt.encode(claims, _signing_key(stack), algorithm='EdDSA')}"}
+        # Several times, so every gateway process nginx spreads the checks over remembers it.
+        answers = [(await api.get("/users/me/", headers=headers)).status_code for _ in range(4)]
+        if time.time() < exp + TOKEN_LEEWAY_SECONDS:
+            assert answers == [200] * 4
+            break
+        # The machine was too slow to use the token inside its window: try again.
+    else:
+        pytest.fail("the token never fitted inside its window")
+    await asyncio.sleep(max(0.0, exp + TOKEN_LEEWAY_SECONDS + 0.2 - time.time()))
+    for _ in range(4):
+        assert (await api.get("/users/me/", headers=headers)).status_code == 401
+        refused = await api.get("/gateway/get-token/", headers=headers)
+        assert refused.status_code == 401
+        assert refused.json()["code"] == "invalid_token"
 
 
 async def test_missing_or_odd_authorization(api: httpx.AsyncClient) -> None:
