@@ -179,13 +179,8 @@ async def test_member_page_statement_is_a_bounded_range_scan(
     assert all(n["Actual Loops"] == 1 for n in chat_scans)
 
 
-def modified_rows(plan: dict[str, Any], operation: str, table: str) -> int:
-    """Rows the statement really wrote to `table` (EXPLAIN ANALYZE counts them)."""
-    [node] = [
-        n
-        for n in nodes(plan)
-        if n["Node Type"] == "ModifyTable" and n["Operation"] == operation and n["Relation Name"] == table
-    ]
+def modified_rows(plan: dict[str, Any], operation: str) -> int:
+    [node] = [n for n in nodes(plan) if n["Node Type"] == "ModifyTable" and n["Operation"] == operation]
     rows: int = node["Actual Rows"]
     return rows
 
@@ -201,9 +196,15 @@ async def test_send_statement_touches_one_chat_row_and_inserts_one_message(
         plan = await explain_prepared(db, SEND_SQL, *args, generic=generic)
         assert not [n for n in nodes(plan) if n["Node Type"] in ("Seq Scan", "Sort", "Bitmap Heap Scan")]
         scans = {(n.get("Relation Name"), n.get("Index Name")) for n in nodes(plan) if "Index Name" in n}
-        assert scans == {("chats", "chats_pkey"), ("messages", "messages_pkey")}
-        assert modified_rows(plan, "Update", "chats") == 1
-        assert modified_rows(plan, "Insert", "messages") == 1
+        # The chat by key, the reply by key, the author's profile (for the event) by key.
+        assert scans == {("chats", "chats_pkey"), ("messages", "messages_pkey"), ("users", "users_pkey")}
+        assert modified_rows(plan, "Update") == 1
+        # Rows fed into each INSERT (its child), whether or not it returns them.
+        inserts = [n for n in nodes(plan) if n.get("Operation") == "Insert"]
+        assert {n["Relation Name"]: n["Plans"][0]["Actual Rows"] for n in inserts} == {
+            "messages": 1,
+            "outbox": 1,
+        }
     # Measured, then rolled back: nothing stayed.
     assert await db.fetchval(count, big_chat["chat_id"]) == before
 
@@ -225,3 +226,22 @@ async def test_chat_list_merges_the_two_member_indexes(
     scans = {n.get("Index Name") for n in below if n.get("Relation Name") == "chats"}
     assert scans == {"chats_low_activity", "chats_high_activity"}
     assert any(n["Node Type"] == "Merge Append" for n in below)
+
+
+async def test_member_chats_view_reads_only_the_members_index_entries(
+    db: asyncpg.Connection, big_chat: dict[str, int]
+) -> None:
+    """The events service's READY reads this published view by user: both halves are index scans
+    by member, and each newest message id is one index probe."""
+    ready = "SELECT chat_id, companion_id, last_message_id FROM private_chat.member_chats WHERE user_id = $1"
+    plan = await explain_prepared(db, ready, big_chat["user"])
+    assert not [n for n in nodes(plan) if n["Node Type"] in ("Seq Scan", "Sort")]
+    # user_low leads chats_low_activity and the pair key alike; user_high leads chats_high_activity.
+    indexes = {n["Index Name"] for n in nodes(plan) if "Index Name" in n}
+    assert "chats_high_activity" in indexes
+    assert indexes & {"chats_low_activity", "chats_pair_key"}
+    chat_rows = [n for n in nodes(plan) if n.get("Relation Name") == "chats"]
+    assert sum(n["Actual Rows"] for n in chat_rows) == MY_CHATS + 1
+    message_scans = [n for n in nodes(plan) if n.get("Relation Name") == "messages"]
+    assert message_scans
+    assert all(n.get("Index Name") == "messages_pkey" for n in message_scans)

@@ -1,6 +1,7 @@
 """The service against a real PostgreSQL: races, ordering, and what a page is built from."""
 
 import asyncio
+import json
 from typing import Any
 
 import asyncpg
@@ -166,3 +167,57 @@ async def test_without_identity_every_route_is_401(client: httpx.AsyncClient) ->
     ):
         response = await client.request(method, path, json={"recipient_id": 1, "text": "x"})
         assert response.status_code == 401, (method, path, response.text)
+
+
+async def outbox(raw: asyncpg.Connection, chat_id: int) -> list[tuple[str, list[int], dict[str, Any]]]:
+    rows = await raw.fetch(
+        "SELECT kind, recipients, payload FROM private_chat.outbox WHERE chat_id = $1 ORDER BY id", chat_id
+    )
+    return [(row["kind"], sorted(row["recipients"]), json.loads(row["payload"])) for row in rows]
+
+
+async def test_changes_write_their_events_in_the_same_statement(
+    service: PrivateChatService, raw: asyncpg.Connection, new_user: Any
+) -> None:
+    alice = await new_user(avatar_url="http://media.example/a.png")
+    bob = await new_user()
+    chat_id, first = await service.start_chat(alice, recipient_id=bob, text="hello")
+    again, _ = await service.start_chat(bob, recipient_id=alice, text=None)
+    assert again == chat_id
+    reply = await service.add_message(bob, chat_id, text="hi", answer_id=first)
+    events = await outbox(raw, chat_id)
+    # The chat is announced once, to each member with the other as companion; then each message.
+    assert [(kind, recipients) for kind, recipients, _ in events[2:]] == [
+        ("MESSAGE_CREATE", sorted([alice, bob])),
+        ("MESSAGE_CREATE", sorted([alice, bob])),
+    ]
+    announced = {recipients[0]: payload for kind, recipients, payload in events[:2] if kind == "CHAT_CREATE"}
+    assert announced == {
+        alice: {"id": chat_id, "companion": {"id": bob, "username": f"pc{bob}", "avatar_url": None}},
+        bob: {
+            "id": chat_id,
+            "companion": {"id": alice, "username": f"pc{alice}", "avatar_url": "http://media.example/a.png"},
+        },
+    }
+    [page_reply, page_first] = await service.messages_json(
+        alice, chat_id, limit=50, offset=0, before=None, after=None
+    )
+    for payload, shown in ((events[2][2], page_first), (events[3][2], page_reply)):
+        # The event carries the message object exactly as a page shows it (and edited_at).
+        created = shown["created_at"].isoformat().replace("+00:00", "Z")
+        assert payload == {**shown, "created_at": created, "edited_at": None}
+    assert events[3][2]["id"] == reply
+    assert events[3][2]["answer"] == first
+
+
+async def test_a_refused_change_writes_no_event(
+    service: PrivateChatService, raw: asyncpg.Connection, new_user: Any
+) -> None:
+    alice, bob, carol = await new_user(), await new_user(), await new_user()
+    chat_id, _ = await service.start_chat(alice, recipient_id=bob, text=None)
+    before = await outbox(raw, chat_id)
+    with pytest.raises(NotChatMember):
+        await service.add_message(carol, chat_id, text="hi", answer_id=None)
+    with pytest.raises(MessageNotFound):
+        await service.add_message(alice, chat_id, text="hi", answer_id=10**15)
+    assert await outbox(raw, chat_id) == before

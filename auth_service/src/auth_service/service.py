@@ -7,11 +7,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth_service import repository
-from auth_service.errors import EmailTaken, InvalidCredentials, UsernameTaken
+from auth_service.errors import EmailTaken, InvalidCredentials
 from auth_service.passwords import Passwords
 from auth_service.tokens import TokenIssuer
 from auth_service.users_client import NewProfile, UsernameRefused, UsersClient, UsersUnavailable
-from common.errors import ServiceUnavailable, TooManyRequests
+from common.errors import ServiceUnavailable, TooManyRequests, UsernameTaken
 from common.i18n import Language
 
 logger = logging.getLogger(__name__)

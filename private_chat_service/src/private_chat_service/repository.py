@@ -13,6 +13,15 @@ from common.db import Executor
 # A profile the users service no longer has still renders as a user object with this name.
 MISSING_USERNAME = "deleted"
 
+# A user object (API.md) built in SQL from a `profile` row of users.public_profiles, for event
+# payloads written in the statement that makes the change.
+USER_OBJECT_SQL = (
+    "jsonb_build_object('id', {id}, 'username', coalesce(profile.username, 'deleted'),"
+    " 'avatar_url', profile.avatar_url)"
+)
+# Timestamps in event payloads are written as the API writes them: ISO 8601 UTC with `Z`.
+TIMESTAMP_JSON_SQL = """to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
 
 @dataclass(frozen=True, slots=True)
 class Members:
@@ -64,13 +73,28 @@ async def profile_exists(db: Executor, user_id: int) -> bool:
 
 # Concurrent callers for one pair meet on the unique pair key: the loser's insert waits for the
 # winner's transaction and then does nothing, and the follow-up read (a new snapshot under READ
-# COMMITTED; a CTE would share the insert's old one) sees the winner's row.
-CREATE_CHAT_SQL = """
-    INSERT INTO private_chat.chats (user_low, user_high, starter_id)
-    VALUES ($1::bigint, $2::bigint, $3::bigint)
-    ON CONFLICT (user_low, user_high) DO NOTHING
-    RETURNING id
-"""
+# COMMITTED; a CTE would share the insert's old one) sees the winner's row. A chat that is really
+# created announces itself to both members (CHAT_CREATE, one outbox row each: the companion
+# differs), in the same statement.
+CREATE_CHAT_SQL = f"""
+    WITH created AS (
+        INSERT INTO private_chat.chats (user_low, user_high, starter_id)
+        VALUES ($1::bigint, $2::bigint, $3::bigint)
+        ON CONFLICT (user_low, user_high) DO NOTHING
+        RETURNING id, user_low, user_high
+    ), announced AS (
+        INSERT INTO private_chat.outbox (chat_id, kind, recipients, payload)
+        SELECT created.id, 'CHAT_CREATE', ARRAY[member.user_id],
+               jsonb_build_object(
+                   'id', created.id, 'companion', {USER_OBJECT_SQL.format(id="member.companion_id")})
+        FROM created
+        CROSS JOIN LATERAL (
+            VALUES (created.user_low, created.user_high), (created.user_high, created.user_low)
+        ) AS member(user_id, companion_id)
+        LEFT JOIN users.public_profiles AS profile ON profile.id = member.companion_id
+    )
+    SELECT id FROM created
+"""  # noqa: S608 (only the constant fragments above are formatted in)
 PAIR_CHAT_SQL = "SELECT id FROM private_chat.chats WHERE user_low = $1::bigint AND user_high = $2::bigint"
 
 
@@ -92,11 +116,12 @@ async def get_members(db: Executor, chat_id: int) -> Members | None:
 
 
 # The send rule, in one statement (one round trip; its own transaction unless run inside one):
-# touch the chat as a member and insert. The UPDATE is the membership and reply check and takes
-# the chat row's lock, which serialises the sends of one chat, so message ids in a chat grow in
-# commit order; the message takes its created_at from the chat's new activity time. A reply
-# target that is not a message of this chat makes the UPDATE match nothing: nothing is written.
-SEND_SQL = """
+# touch the chat as a member, insert the message and its MESSAGE_CREATE outbox row. The UPDATE is
+# the membership and reply check and takes the chat row's lock, which serialises the changes of
+# one chat, so message ids and outbox ids in a chat grow in commit order; the message takes its
+# created_at from the chat's new activity time. A reply target that is not a message of this chat
+# makes the UPDATE match nothing: nothing at all is written.
+SEND_SQL = f"""
     WITH touched AS (
         UPDATE private_chat.chats
         SET last_activity_at = greatest(last_activity_at, clock_timestamp())
@@ -105,13 +130,26 @@ SEND_SQL = """
           AND ($4::bigint IS NULL OR EXISTS (
                 SELECT 1 FROM private_chat.messages
                 WHERE chat_id = $1::bigint AND id = $4::bigint))
-        RETURNING id, last_activity_at
+        RETURNING id, user_low, user_high, last_activity_at
+    ), sent AS (
+        INSERT INTO private_chat.messages (chat_id, owner_id, text, answer_id, created_at)
+        SELECT id, $2::bigint, $3::text, $4::bigint, last_activity_at
+        FROM touched
+        RETURNING id, chat_id, owner_id, text, answer_id, created_at
+    ), announced AS (
+        INSERT INTO private_chat.outbox (chat_id, kind, recipients, payload)
+        SELECT sent.chat_id, 'MESSAGE_CREATE', ARRAY[touched.user_low, touched.user_high],
+               jsonb_build_object(
+                   'id', sent.id, 'text', sent.text, 'answer', sent.answer_id, 'chat_id', sent.chat_id,
+                   'message_owner', {USER_OBJECT_SQL.format(id="sent.owner_id")},
+                   'created_at', {TIMESTAMP_JSON_SQL.format(column="sent.created_at")},
+                   'edited_at', NULL)
+        FROM sent
+        CROSS JOIN touched
+        LEFT JOIN users.public_profiles AS profile ON profile.id = sent.owner_id
     )
-    INSERT INTO private_chat.messages (chat_id, owner_id, text, answer_id, created_at)
-    SELECT id, $2::bigint, $3::text, $4::bigint, last_activity_at
-    FROM touched
-    RETURNING id
-"""
+    SELECT id FROM sent
+"""  # noqa: S608 (only the constant fragments above are formatted in)
 
 
 async def send_as_member(

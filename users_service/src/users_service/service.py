@@ -10,9 +10,9 @@ import anyio.to_thread
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from common.errors import ServiceUnavailable, UserNotFound
+from common.errors import ServiceUnavailable, UsernameTaken, UserNotFound
 from users_service import repository
-from users_service.errors import FileTooLarge, UsernameTaken
+from users_service.errors import FileTooLarge
 from users_service.images import Avatar, make_avatar
 from users_service.repository import ProfileRow, UserRow
 from users_service.schemas import NewUser
