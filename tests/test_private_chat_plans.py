@@ -23,6 +23,10 @@ pytestmark = pytest.mark.usefixtures("stack")
 BIG_CHAT_MESSAGES = 60_000
 MY_CHATS = 2_000
 STRANGERS_CHATS = 40_000
+# Profiles in users.users, so the statements that join them are planned against a table of a
+# realistic size (on the few hundred rows the rest of the suite leaves, a scan of the whole
+# table is cheaper than the key, and the planner rightly picks it).
+PROFILES = 50_000
 
 
 def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -40,7 +44,8 @@ _built: dict[str, dict[str, int]] = {}
 
 @pytest.fixture
 async def big_chat(db: asyncpg.Connection) -> dict[str, int]:
-    """A chat of two (synthetic) users with many messages, among thousands of other chats.
+    """A chat of two (synthetic) users with many messages, among thousands of other chats and
+    thousands of profiles.
 
     Built once per test session (the tests only read it).
     """
@@ -49,6 +54,16 @@ async def big_chat(db: asyncpg.Connection) -> dict[str, int]:
     base = 10**15 + secrets.randbelow(10**12) * 10**3
     low, high = base + 1, base + 2
     async with db.transaction():
+        # Both members of the big chat have profiles, among many others.
+        await db.execute(
+            """
+            INSERT INTO users.users (id, username)
+            SELECT $1::bigint + g, 'pc' || ($1::bigint + g)::text
+            FROM generate_series(1, $2::int) AS g
+            """,
+            base,
+            PROFILES,
+        )
         chat_id = await db.fetchval(
             "INSERT INTO private_chat.chats (user_low, user_high, starter_id)"
             " VALUES ($1, $2, $1) RETURNING id",
@@ -89,6 +104,7 @@ async def big_chat(db: asyncpg.Connection) -> dict[str, int]:
             high,
             BIG_CHAT_MESSAGES,
         )
+    await db.execute("ANALYZE users.users")
     await db.execute("ANALYZE private_chat.chats")
     await db.execute("ANALYZE private_chat.messages")
     bounds = await db.fetchrow(
