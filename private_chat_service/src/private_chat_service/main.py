@@ -1,3 +1,5 @@
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -6,6 +8,7 @@ from fastapi import FastAPI
 from common.app import build_app
 from common.db import make_pool
 from common.logs import configure_logging
+from common.periodic import run_periodically
 from private_chat_service.dependencies import State
 from private_chat_service.routes import router
 from private_chat_service.service import PrivateChatService
@@ -21,9 +24,18 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
         pool = await make_pool(
             settings.database_url, size=settings.db_pool_size, application_name="private_chat"
         )
+        service = PrivateChatService(pool)
+        # A plain task, not a task group: the lifespan may be entered and left in different tasks
+        # (test clients do), which a task group's cancel scope refuses.
+        sweeper = asyncio.create_task(
+            run_periodically(service.sweep_nonces, settings.nonce_sweep_interval_seconds, "nonce sweep")
+        )
         try:
-            yield {"service": PrivateChatService(pool)}
+            yield {"service": service}
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await pool.close()
 
     return build_app(
