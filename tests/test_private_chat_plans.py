@@ -30,6 +30,7 @@ pytestmark = pytest.mark.usefixtures("stack")
 BIG_CHAT_MESSAGES = 60_000
 MY_CHATS = 2_000
 STRANGERS_CHATS = 40_000
+PROFILES = 20_000
 
 
 def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -96,6 +97,17 @@ async def big_chat(db: asyncpg.Connection) -> dict[str, int]:
             high,
             BIG_CHAT_MESSAGES,
         )
+        # ...and a users table of realistic size, so that the planner's choice for the author's
+        # profile (a key look-up) does not depend on how many users earlier tests made.
+        await db.execute(
+            """
+            INSERT INTO users.users (id, username)
+            SELECT $1::bigint + g, 'plan' || $1::bigint || '_' || g FROM generate_series(1, $2::int) AS g
+            """,
+            base + 10**7,
+            PROFILES,
+        )
+    await db.execute("ANALYZE users.users")
     await db.execute("ANALYZE private_chat.chats")
     await db.execute("ANALYZE private_chat.messages")
     bounds = await db.fetchrow(

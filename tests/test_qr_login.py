@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from polite_client import send_retrying
 from qr_client import hub_client, new_client_id, next_op
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -79,12 +80,7 @@ async def exchange(
     headers = {"Accept-Language": language}
     if ticket is not None:
         headers["Authorization"] = ticket
-    for _ in range(20):
-        response = await api.get("/auth/qr_auth/", params={"client_id": client_id}, headers=headers)
-        if response.status_code != 429:
-            return response
-        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-    return response
+    return await send_retrying(api, "GET", "/auth/qr_auth/", params={"client_id": client_id}, headers=headers)
 
 
 async def ticket_row(db: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:

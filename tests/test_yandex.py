@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import httpx
 import pytest
+from polite_client import post_retrying
 
 REGISTER = "/auth/yandex_oauth_register/"
 LOGIN = "/auth/yandex_oauth_login/"
@@ -33,14 +34,7 @@ def new_login(prefix: str = "yu") -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
 
 
-async def post(api: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response:
-    """A well-behaved client: on 429 it waits for Retry-After and tries again."""
-    for _ in range(30):
-        response = await api.post(url, **kwargs)
-        if response.status_code != 429:
-            return response
-        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-    return response
+post = post_retrying
 
 
 async def register(api: httpx.AsyncClient, token: str, **kwargs: Any) -> httpx.Response:

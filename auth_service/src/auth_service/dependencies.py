@@ -7,10 +7,12 @@ from fastapi import Depends
 from auth_service.qr.tickets import TicketService
 from auth_service.service import AccountService
 from auth_service.yandex.service import YandexAuth
+from common.health import Readiness
 from common.state import from_state
 
 
 class State(TypedDict):
+    readiness: Readiness
     accounts: AccountService
     yandex: YandexAuth
     tickets: TicketService

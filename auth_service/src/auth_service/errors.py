@@ -15,9 +15,3 @@ class EmailTaken(AppError):
     status_code = 409
     code = "email_taken"
     message = Message("Email is already registered", "Email уже зарегистрирован")
-
-
-class UsernameTaken(AppError):
-    status_code = 409
-    code = "username_taken"
-    message = Message("Username is already taken", "Имя пользователя уже занято")

@@ -21,7 +21,9 @@ from auth_service.yandex.routes import router as yandex_router
 from auth_service.yandex.service import build_yandex_auth
 from common.app import build_app
 from common.db import make_engine
+from common.health import Readiness, engine_check
 from common.logs import configure_logging
+from common.metrics import sampling_pool, sqlalchemy_pool_stats
 from common.periodic import run_periodically
 
 
@@ -56,7 +58,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
                 login_failure_window=timedelta(seconds=settings.login_failure_window_seconds),
             )
             tickets = build_ticket_service(settings, engine, accounts.issuer)
-            async with anyio.create_task_group() as tasks:
+            async with anyio.create_task_group() as tasks, sampling_pool(sqlalchemy_pool_stats(engine)):
                 interval = settings.housekeeping_interval_seconds
                 tasks.start_soon(run_periodically, accounts.housekeeping, interval, "housekeeping")
                 tasks.start_soon(run_periodically, tickets.housekeeping, interval, "QR ticket housekeeping")
@@ -64,6 +66,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
                     "accounts": accounts,
                     "yandex": build_yandex_auth(settings, accounts, yandex_http),
                     "tickets": tickets,
+                    "readiness": Readiness(database=engine_check(engine)),
                 }
                 tasks.cancel_scope.cancel()
         await yandex_http.aclose()

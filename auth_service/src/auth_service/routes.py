@@ -3,9 +3,16 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 
 from auth_service.dependencies import AccountsDep
-from auth_service.errors import EmailTaken, InvalidCredentials, UsernameTaken
+from auth_service.errors import EmailTaken, InvalidCredentials
 from auth_service.schemas import Detail, LoginRequest, RegisterRequest, TokenResponse
-from common.errors import InvalidToken, NotAuthenticated, ServiceUnavailable, TooManyRequests, error_responses
+from common.errors import (
+    InvalidToken,
+    NotAuthenticated,
+    ServiceUnavailable,
+    TooManyRequests,
+    UsernameTaken,
+    error_responses,
+)
 from common.i18n import pick_language
 from common.identity import CurrentUserId
 from common.tokens import token_from_authorization

@@ -7,12 +7,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth_service import repository
-from auth_service.errors import EmailTaken, InvalidCredentials, UsernameTaken
+from auth_service.errors import EmailTaken, InvalidCredentials
 from auth_service.passwords import Passwords
 from auth_service.tokens import TokenIssuer
 from auth_service.users_client import NewProfile, UsernameRefused, UsersClient, UsersUnavailable
-from common.errors import ServiceUnavailable, TooManyRequests
+from common.errors import ServiceUnavailable, TooManyRequests, UsernameTaken
 from common.i18n import Language
+from common.metrics import LOGIN_BRAKE_HITS, LOGIN_FAILURES
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class AccountService:
         if failures >= self.login_max_failures:
             # Counted per email whether or not it is registered, so the brake reveals nothing.
             retry_after = window_start + self.login_failure_window - datetime.now(UTC)
+            LOGIN_BRAKE_HITS.inc()
             raise TooManyRequests(retry_after.total_seconds())
         password_hash = account.password_hash if account else None
         # Unknown email, wrong password and a password-less (Yandex-only) account all verify a
@@ -120,6 +122,7 @@ class AccountService:
         if not await self.passwords.verify(password_hash, password) or account is None:
             async with self.engine.begin() as conn:
                 await repository.record_login_failure(conn, email, self.login_failure_window)
+            LOGIN_FAILURES.inc()
             raise InvalidCredentials()
         assert password_hash is not None
         if failures:

@@ -82,6 +82,14 @@ class UserNotFound(AppError):
     message = Message("User not found", "Пользователь не найден")
 
 
+class UsernameTaken(AppError):
+    """Raised by the users service (unique username) and by the auth service's sign-up saga."""
+
+    status_code = 409
+    code = "username_taken"
+    message = Message("Username is already taken", "Имя пользователя уже занято")
+
+
 class TooManyRequests(AppError):
     """Refused for now; `retry_after` seconds is when asking again can succeed."""
 

@@ -5,10 +5,12 @@ from typing import Annotated, TypedDict
 from fastapi import Depends
 
 from common.access import AccessCheck
+from common.health import Readiness
 from common.state import from_state
 
 
 class State(TypedDict):
+    readiness: Readiness
     access: AccessCheck
 
 

@@ -6,7 +6,9 @@ from fastapi import FastAPI
 from common.access import AccessCheck, RememberedSignatures
 from common.app import build_app
 from common.db import make_pool
+from common.health import Readiness, database_check
 from common.logs import configure_logging
+from common.metrics import asyncpg_pool_stats, sampling_pool
 from common.tokens import TokenVerifier, load_public_key
 from gateway.dependencies import State
 from gateway.fast_path import FastTokenCheck
@@ -28,7 +30,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         pool = await make_pool(settings.database_url, size=settings.db_pool_size, application_name="gateway")
         try:
             revocations = pool if settings.check_revocation else None
-            yield {"access": AccessCheck(RememberedSignatures(verifier), revocations)}
+            async with sampling_pool(asyncpg_pool_stats(pool)):
+                yield {
+                    "access": AccessCheck(RememberedSignatures(verifier), revocations),
+                    "readiness": Readiness(database=database_check(pool)),
+                }
         finally:
             await pool.close()
 

@@ -4,11 +4,13 @@ from typing import Annotated, TypedDict
 
 from fastapi import Depends
 
+from common.health import Readiness
 from common.state import from_state
 from private_chat_service.service import PrivateChatService
 
 
 class State(TypedDict):
+    readiness: Readiness
     service: PrivateChatService
 
 

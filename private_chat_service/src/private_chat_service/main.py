@@ -7,7 +7,9 @@ from fastapi import FastAPI
 
 from common.app import build_app
 from common.db import make_pool
+from common.health import Readiness, database_check
 from common.logs import configure_logging
+from common.metrics import asyncpg_pool_stats, sampling_pool
 from common.periodic import run_periodically
 from private_chat_service.dependencies import State
 from private_chat_service.routes import router
@@ -31,7 +33,8 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
             run_periodically(service.sweep_nonces, settings.nonce_sweep_interval_seconds, "nonce sweep")
         )
         try:
-            yield {"service": service}
+            async with sampling_pool(asyncpg_pool_stats(pool)):
+                yield {"service": service, "readiness": Readiness(database=database_check(pool))}
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -4,6 +4,7 @@ from typing import Annotated, TypedDict
 
 from fastapi import Depends
 
+from common.health import Readiness
 from common.state import from_state
 from qr_ws_service.auth_client import AuthClient
 from qr_ws_service.hubs import HubRegistry
@@ -11,6 +12,7 @@ from qr_ws_service.settings import QrWsSettings
 
 
 class State(TypedDict):
+    readiness: Readiness
     settings: QrWsSettings
     hubs: HubRegistry
     auth: AuthClient

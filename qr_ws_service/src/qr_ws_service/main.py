@@ -5,6 +5,7 @@ import httpx
 from fastapi import FastAPI
 
 from common.app import build_app
+from common.health import Readiness
 from common.logs import configure_logging
 from qr_ws_service.auth_client import AuthClient
 from qr_ws_service.dependencies import State
@@ -27,6 +28,8 @@ def create_app(settings: QrWsSettings | None = None) -> FastAPI:
                 "settings": settings,
                 "hubs": HubRegistry(ttl=settings.hub_ttl, max_hubs=settings.max_hubs),
                 "auth": AuthClient(auth_http),
+                # No database and no Redis: hubs live in memory; ready whenever it serves.
+                "readiness": Readiness(),
             }
 
     app = build_app(

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, HTTPException, WebSocket
 
+from common.metrics import WEBSOCKET_SESSIONS
 from common.rules import CLIENT_ID_RE, MAX_TICKET_LENGTH
 from qr_ws_service.auth_client import AuthClient, AuthUnavailable
 from qr_ws_service.dependencies import AuthDep, HubsDep, SettingsDep
@@ -36,6 +37,8 @@ async def qr_auth(websocket: WebSocket, registry: HubsDep, auth: AuthDep, settin
     client = Client(websocket)
     # Join before the handshake completes, so a client that sees the socket open is in the hub.
     joined = registry.join(client_id, client) if CLIENT_ID_RE.fullmatch(client_id) else None
+    sessions = WEBSOCKET_SESSIONS.labels("qr_hub_client")
+    sessions.inc()
     try:
         await websocket.accept()
         if joined is None:
@@ -50,6 +53,7 @@ async def qr_auth(websocket: WebSocket, registry: HubsDep, auth: AuthDep, settin
         else:
             await _open(websocket, client, joined, settings, auth)
     finally:
+        sessions.dec()
         if isinstance(joined, Hub):
             registry.leave(joined, client)
 

@@ -4,11 +4,13 @@ from typing import Annotated, TypedDict
 
 from fastapi import Depends
 
+from common.health import Readiness
 from common.state import from_state
 from users_service.service import UsersService
 
 
 class State(TypedDict):
+    readiness: Readiness
     service: UsersService
 
 

@@ -11,14 +11,6 @@ class InvalidImage(AppError):
     message = Message("The file is not a valid image", "Файл не является корректным изображением")
 
 
-class UsernameTaken(AppError):
-    """Answered to the auth service's internal create call (its registration saga)."""
-
-    status_code = 409
-    code = "username_taken"
-    message = Message("Username is already taken", "Имя пользователя уже занято")
-
-
 class FileTooLarge(AppError):
     status_code = 413
     code = "file_too_large"

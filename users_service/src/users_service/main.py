@@ -5,7 +5,9 @@ from fastapi import FastAPI
 
 from common.app import build_app
 from common.db import make_engine
+from common.health import Readiness, engine_check
 from common.logs import configure_logging
+from common.metrics import sampling_pool, sqlalchemy_pool_stats
 from users_service.dependencies import State
 from users_service.routes import internal, router
 from users_service.service import UsersService
@@ -23,7 +25,11 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
         try:
             storage = await open_storage(settings)
             try:
-                yield {"service": UsersService(engine, storage, settings)}
+                async with sampling_pool(sqlalchemy_pool_stats(engine)):
+                    yield {
+                        "service": UsersService(engine, storage, settings),
+                        "readiness": Readiness(database=engine_check(engine)),
+                    }
             finally:
                 await storage.close()
         finally:

@@ -10,9 +10,10 @@ import anyio.to_thread
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from common.errors import ServiceUnavailable, UserNotFound
+from common.errors import ServiceUnavailable, UsernameTaken, UserNotFound
+from common.metrics import AVATAR_PROCESSING
 from users_service import repository
-from users_service.errors import FileTooLarge, UsernameTaken
+from users_service.errors import FileTooLarge
 from users_service.images import Avatar, make_avatar
 from users_service.repository import ProfileRow, UserRow
 from users_service.schemas import NewUser
@@ -106,9 +107,10 @@ class UsersService:
             logger.warning("avatar object not deleted", extra={"key": key, "error": str(exc)})
 
     def _make_avatar(self, data: bytes) -> Avatar:
-        return make_avatar(
-            data, max_side=self.settings.avatar_max_side, max_pixels=self.settings.avatar_max_pixels
-        )
+        with AVATAR_PROCESSING.time():
+            return make_avatar(
+                data, max_side=self.settings.avatar_max_side, max_pixels=self.settings.avatar_max_pixels
+            )
 
     @asynccontextmanager
     async def _avatar_lock(self, user_id: int) -> AsyncIterator[AsyncConnection]:

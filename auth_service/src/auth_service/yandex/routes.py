@@ -4,7 +4,6 @@ from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel
 
 from auth_service.dependencies import YandexDep
-from auth_service.errors import UsernameTaken
 from auth_service.schemas import Detail, TokenResponse
 from auth_service.yandex.errors import (
     YandexAlreadyRegistered,
@@ -13,7 +12,7 @@ from auth_service.yandex.errors import (
     YandexUnavailable,
     YandexUserNotFound,
 )
-from common.errors import TooManyRequests, error_responses
+from common.errors import TooManyRequests, UsernameTaken, error_responses
 from common.i18n import pick_language
 
 

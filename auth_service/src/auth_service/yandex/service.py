@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from auth_service.errors import EmailTaken, UsernameTaken
+from auth_service.errors import EmailTaken
 from auth_service.service import AccountService
 from auth_service.settings import AuthSettings
 from auth_service.yandex.client import YandexClient, YandexProfile
@@ -22,6 +22,7 @@ from auth_service.yandex.errors import (
     YandexUnavailable,
     YandexUserNotFound,
 )
+from common.errors import UsernameTaken
 from common.i18n import Language
 from common.rules import USERNAME_ALPHABET, USERNAME_MAX_LENGTH, USERNAME_MIN_LENGTH
 
