@@ -7,11 +7,13 @@ from fastapi import FastAPI
 
 from common.app import build_app
 from common.db import make_pool
+from common.events import EventPublisher, make_redis
 from common.health import Readiness, database_check
 from common.logs import configure_logging
 from common.metrics import asyncpg_pool_stats, sampling_pool
 from common.periodic import run_periodically
 from private_chat_service.dependencies import State
+from private_chat_service.relay import Relay
 from private_chat_service.routes import router
 from private_chat_service.service import PrivateChatService
 from private_chat_service.settings import PrivateChatSettings
@@ -26,7 +28,14 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
         pool = await make_pool(
             settings.database_url, size=settings.db_pool_size, application_name="private_chat"
         )
-        service = PrivateChatService(pool)
+        redis = make_redis(settings.redis_url, socket_timeout=2.0)
+        publisher = EventPublisher(redis, dedupe_seconds=settings.relay_dedupe_seconds)
+        relay = Relay(
+            pool, publisher, batch_size=settings.relay_batch_size, poll_seconds=settings.relay_poll_seconds
+        )
+        if settings.relay_enabled:
+            relay.start()
+        service = PrivateChatService(pool, events=publisher, outbox_written=relay.wake)
         # A plain task, not a task group: the lifespan may be entered and left in different tasks
         # (test clients do), which a task group's cancel scope refuses.
         sweeper = asyncio.create_task(
@@ -39,6 +48,8 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await relay.stop()
+            await redis.aclose()
             await pool.close()
 
     return build_app(

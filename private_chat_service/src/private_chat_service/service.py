@@ -1,11 +1,17 @@
 """Private chat rules. Raises the service's typed errors; knows nothing of HTTP routing."""
 
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
+from redis.exceptions import RedisError
 
 from common.db import Executor
 from common.errors import UserNotFound
+from common.events import Event, EventPublisher
 from private_chat_service import repository
 from private_chat_service.errors import (
     ChatNotFound,
@@ -16,10 +22,25 @@ from private_chat_service.errors import (
 )
 from private_chat_service.schemas import ChatInfo, ChatListItem, UserObject
 
+logger = logging.getLogger("private_chat_service.service")
+
+
+def _nothing() -> None:
+    pass
+
 
 class PrivateChatService:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        events: EventPublisher | None = None,
+        outbox_written: Callable[[], None] = _nothing,
+    ) -> None:
         self.pool = pool
+        self.events = events
+        # Called after every commit that wrote outbox rows (wakes the relay).
+        self.outbox_written = outbox_written
 
     async def start_chat(
         self, user_id: int, *, recipient_id: int, text: str | None
@@ -41,6 +62,7 @@ class PrivateChatService:
                     conn, chat_id=chat_id, user_id=user_id, text=text, answer_id=None
                 )
                 assert message_id is not None  # the caller is a member of the pair's chat
+        self.outbox_written()
         return chat_id, message_id
 
     async def add_message(
@@ -53,6 +75,7 @@ class PrivateChatService:
             self.pool, chat_id=chat_id, user_id=user_id, text=text, answer_id=answer_id, nonce=nonce
         )
         if message_id is not None:
+            self.outbox_written()
             return message_id
         if nonce is not None:
             first = await repository.first_of_nonce(self.pool, chat_id=chat_id, user_id=user_id, nonce=nonce)
@@ -77,6 +100,7 @@ class PrivateChatService:
         if edited is None:
             await self._refusal(chat_id, user_id, message_id)
         assert edited is not None
+        self.outbox_written()
         return edited
 
     async def delete_message(self, user_id: int, chat_id: int, message_id: int) -> None:
@@ -84,6 +108,7 @@ class PrivateChatService:
             self.pool, chat_id=chat_id, user_id=user_id, message_id=message_id
         ):
             await self._refusal(chat_id, user_id, message_id)
+        self.outbox_written()
 
     async def sweep_nonces(self) -> int:
         return await repository.sweep_nonces(self.pool)
@@ -150,6 +175,26 @@ class PrivateChatService:
             )
             for row in rows
         ]
+
+    async def typing(self, user_id: int, chat_id: int) -> None:
+        """TYPING_START to the other member (API.md 19): ephemeral, straight to Redis with no
+        outbox row. Best effort: with Redis unreachable the indicator is dropped (a client has
+        nothing to do about a lost typing indicator), the answer is the same."""
+        members = await repository.get_members(self.pool, chat_id)
+        if members is None:
+            raise ChatNotFound()
+        if user_id not in members:
+            raise NotChatMember()
+        if self.events is None:
+            return
+        other = members.user_high if user_id == members.user_low else members.user_low
+        timestamp = datetime.now(UTC)
+        payload = {"chat_id": chat_id, "user_id": user_id, "timestamp": timestamp}
+        event = Event("", "TYPING_START", [other], orjson.dumps(payload, option=orjson.OPT_UTC_Z).decode())
+        try:
+            await self.events.publish_ephemeral(event)
+        except (RedisError, OSError) as exc:
+            logger.warning("typing event dropped", extra={"error": repr(exc)})
 
     @staticmethod
     async def _require_member(db: Executor, chat_id: int, user_id: int) -> None:
