@@ -31,6 +31,7 @@ sed \
   -e "s|{{USERS_SERVERS}}|$(server_lines "${USERS_UPSTREAMS:-users:8000}")|" \
   -e "s|{{PRIVATE_CHAT_SERVERS}}|$(server_lines "${PRIVATE_CHAT_UPSTREAMS:-private_chat:8000}")|" \
   -e "s|{{QR_WS_SERVERS}}|$(server_lines "${QR_WS_UPSTREAMS:-qr_ws_1:8000 qr_ws_2:8000}")|" \
+  -e "s|{{WEB_ROOT}}|/usr/share/chat-web|" \
   -e "s|{{MEDIA_SOURCE}}|proxy_pass ${MEDIA_UPSTREAM:-http://minio:9000/avatars/};|" \
   "$template/nginx.conf.template" > /etc/nginx/nginx.conf
 

@@ -4,12 +4,15 @@ import grp
 import os
 import pwd
 import re
+import shutil
 from pathlib import Path
 
 from devstack.config import REPO_ROOT, StackConfig
 from devstack.system import find_nginx, is_root
 
 NGINX_DIR = REPO_ROOT / "nginx"
+# Static pages (the QR login pages) served by nginx itself.
+WEB_DIR = REPO_ROOT / "web"
 TEMPLATE = NGINX_DIR / "nginx.conf.template"
 INCLUDES = ("proxy_public.conf", "proxy_protected.conf")
 # Locations only `make bench` needs (BENCH_LOCATIONS=1); never rendered otherwise.
@@ -92,6 +95,14 @@ class Nginx:
             bench_locations.write_text((NGINX_DIR / BENCH_INCLUDE).read_text())
         else:
             bench_locations.unlink(missing_ok=True)
+        # A copy inside the prefix, so nginx's workers (nobody, as root) can read it wherever the
+        # repository lives.
+        web_root = self.prefix / "web"
+        shutil.rmtree(web_root, ignore_errors=True)
+        shutil.copytree(WEB_DIR, web_root)
+        for path in (web_root, *web_root.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        values["WEB_ROOT"] = str(web_root)
         config_path = self.prefix / "nginx.conf"
         config_path.write_text(render(TEMPLATE.read_text(), values))
         return config_path
