@@ -388,6 +388,9 @@ class Bench:
                 break
             held = len(sessions)
         await close_all(sessions)
+        stopped = next((step["stopped"] for step in steps if "stopped" in step), None)
+        if stopped is not None:
+            bound = f"opening more sessions failed: {stopped}"
         return {
             "held_with_every_ack_in_time": held,
             "ceiling": ceiling,
