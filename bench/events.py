@@ -25,6 +25,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -543,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         print(write_results(args, bench.results, meta))
     finally:
         stack.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 
