@@ -181,8 +181,12 @@ class StackConfig:
         data_dir: Path,
         *,
         instances: int = 2,
+        qr_instances: int | None = None,
         env: dict[str, str] | None = None,
     ) -> "StackConfig":
+        counts = {spec.name: instances for spec in SERVICES}
+        if qr_instances is not None:
+            counts["qr_ws"] = qr_instances
         return cls(
             data_dir=data_dir,
             http_port=free_port(),
@@ -191,6 +195,6 @@ class StackConfig:
             pg_for_tests=True,
             redis_url=os.environ.get("TEST_REDIS_URL") or None,
             redis_port=free_port(),
-            instances={spec.name: instances for spec in SERVICES},
+            instances=counts,
             env=dict(env or {}),
         )

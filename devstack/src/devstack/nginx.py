@@ -63,6 +63,10 @@ def upstream_block(spec: ServiceDef, ports: list[int]) -> str:
 
 
 def internal_server(spec: ServiceDef, port: int) -> str:
+    # When no instance could be reached (every connection refused or timed out before it was
+    # made), the request certainly changed nothing: the answer says so (503 and
+    # X-Upstream-Unreached: 1), so a caller can undo its own step at once. Any other failure
+    # may have reached an instance: a plain 502.
     return "\n".join(
         [
             "    server {",
@@ -72,6 +76,15 @@ def internal_server(spec: ServiceDef, port: int) -> str:
             "            proxy_set_header Host $http_host;",
             '            proxy_set_header Connection "";',
             f"            proxy_pass http://{spec.upstream};",
+            "            error_page 502 504 = @unreached;",
+            "        }",
+            "        location @unreached {",
+            "            default_type application/json;",
+            "            if ($upstream_unreached) {",
+            "                add_header X-Upstream-Unreached 1 always;",
+            f'                return 503 \'{{"detail":"no instance of {spec.name} is reachable"}}\';',
+            "            }",
+            f'            return 502 \'{{"detail":"{spec.name} failed"}}\';',
             "        }",
             "    }",
         ]

@@ -40,8 +40,10 @@ SHARED_ROOT = Path("/var/lib/chat-dev")
 # Supervisor backoff: 1 s, 2 s, 4 s ... capped, reset once a process has stayed up this long.
 BACKOFF_CAP_SECONDS = 30.0
 BACKOFF_RESET_SECONDS = 60.0
-# How long a stopping process may take (uvicorn drains in-flight requests for 5 s).
-STOP_TIMEOUT_SECONDS = 15.0
+# How long uvicorn lets in-flight requests (and nginx's idle connections, closed by nginx after
+# 4 s) finish after SIGTERM, and how long a stopping process may take in all.
+GRACEFUL_SHUTDOWN_SECONDS = 8
+STOP_TIMEOUT_SECONDS = 20.0
 
 
 def backoff_delay(failures: int) -> float:
@@ -147,8 +149,10 @@ class Stack:
         return [
             sys.executable, "-m", "uvicorn", spec.app, "--factory",
             "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log", "--loop", "uvloop", "--http", "httptools",
-            "--workers", str(workers), "--timeout-graceful-shutdown", "5",
+            "--no-access-log", "--loop", "uvloop",
+            # httptools, stopping without racing nginx for idle connections (see drain.py).
+            "--http", "devstack.drain:DrainingHttpToolsProtocol",
+            "--workers", str(workers), "--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_SECONDS),
             # Websocket frames past this are refused by the protocol layer itself; the QR
             # service's own, smaller limit (QR_MAX_FRAME_BYTES) answers in its protocol.
             "--ws-max-size", "65536",
@@ -359,10 +363,25 @@ class Stack:
                 time.sleep(0.2)
 
     def tail_log(self, name: str, lines: int = 40) -> str:
+        """The last lines of a process's log (of each instance's, for a service name)."""
+        if not (self.log_dir / f"{name}.log").exists() and self.config.instances_of(name):
+            return "\n".join(
+                f"--- {instance}\n{self.tail_log(instance, lines)}"
+                for instance in self.config.instances_of(name)
+            )
         path = self.log_dir / f"{name}.log"
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def service_log(self, name: str) -> str:
+        """Everything a service's instances have logged so far (tests look for a request's id)."""
+        parts = []
+        for instance in self._names(name):
+            path = self.log_dir / f"{instance}.log"
+            if path.exists():
+                parts.append(path.read_text(errors="replace"))
+        return "\n".join(parts)
 
     def _write_state(self) -> None:
         with self._lock:
