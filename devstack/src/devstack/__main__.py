@@ -70,6 +70,7 @@ def run(config: StackConfig, *, detached_child: bool) -> int:
     signal.signal(signal.SIGHUP, on_signal)
     started = time.monotonic()
     try:
+        console.step("bootstrap", "system packages and .venv ready")
         stack.start()
         console.say(f"started in {time.monotonic() - started:.1f} s")
         print(banner(config, detached=detached_child), flush=True)

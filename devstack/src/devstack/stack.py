@@ -520,6 +520,17 @@ class Stack:
     def start_redis(self) -> None:
         self.start_service("redis")
 
+    def stop_postgres(self) -> None:
+        """PostgreSQL down (fast shutdown) until start_postgres: the database unreachable."""
+        if self.postgres is None:
+            raise StackError("PostgreSQL is not private to this stack (DATABASE_URL is set)")
+        self.postgres.stop()
+
+    def start_postgres(self) -> None:
+        if self.postgres is None:
+            raise StackError("PostgreSQL is not private to this stack (DATABASE_URL is set)")
+        self.postgres.start()
+
     def restart_postgres(self) -> None:
         """Fast shutdown (every client connection is cut), then start again on the same port."""
         if self.postgres is None:
