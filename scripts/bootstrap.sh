@@ -43,7 +43,7 @@ fi
 export UV_PYTHON_DOWNLOADS=never
 if ! "$UV" sync --frozen --check --quiet --python python3 >/dev/null 2>&1; then
   # First run (or uv.lock changed): say so, and let uv show its progress.
-  echo "bootstrap: installing the locked Python dependencies into .venv/ (first run: a minute or two)"
+  echo "bootstrap: installing the locked Python dependencies into .venv/ (a first run takes a minute or two)"
   started=$(date +%s)
   if ! "$UV" sync --frozen --python python3; then
     echo "bootstrap: installing the Python dependencies failed (output above)." >&2

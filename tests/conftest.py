@@ -5,7 +5,6 @@ Tests talk to it through nginx only, as a client would. `db` gives a direct conn
 checking what was (or was not) written.
 """
 
-import asyncio
 import importlib.util
 import itertools
 import os
@@ -21,6 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from polite_client import post_retrying
 
 from devstack import Stack, StackConfig
 from devstack.stack import StackError
@@ -108,16 +108,6 @@ class User:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
-
-
-async def post_retrying(client: httpx.AsyncClient, url: str, **kwargs: object) -> httpx.Response:
-    """A well-behaved client: on 429 it waits for Retry-After and tries again."""
-    for _ in range(20):
-        response = await client.post(url, **kwargs)  # type: ignore[arg-type]
-        if response.status_code != 429:
-            return response
-        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-    return response
 
 
 MakeUser = Callable[..., Awaitable[User]]

@@ -69,7 +69,7 @@ async def test_bench_locations_are_not_rendered_without_the_flag(
     user = await make_user()
     response = await api.get("/bench/noauth/private/chat-list/", headers={"X-User-Id": str(user.id)})
     assert response.status_code == 404
-    assert response.json() == {"detail": "Not found"}
+    assert response.json() == {"detail": "Not found", "code": "not_found"}
 
 
 async def test_gateway_fast_path_matches_the_route(api: httpx.AsyncClient, make_user: Any) -> None:

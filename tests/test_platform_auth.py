@@ -152,12 +152,12 @@ async def test_duplicates_in_any_letter_case(api: httpx.AsyncClient, db: asyncpg
     same_name = {**fresh(), "username": body["username"].upper()}
     response = await api.post("/auth/register/", json=same_name)
     assert response.status_code == 409
-    assert response.json() == {"detail": "Username is already taken"}
+    assert response.json() == {"detail": "Username is already taken", "code": "username_taken"}
 
     same_email = {**fresh(), "email": body["email"].upper()}
     response = await api.post("/auth/register/", json=same_email)
     assert response.status_code == 409
-    assert response.json() == {"detail": "Email is already registered"}
+    assert response.json() == {"detail": "Email is already registered", "code": "email_taken"}
     assert await counts(db) == before
 
 
@@ -195,7 +195,11 @@ async def test_login_failures_look_the_same(api: httpx.AsyncClient, make_user: o
         "/auth/login/", json={"email": "nobody@example.com", "password": "whatever1"}
     )
     assert wrong_password.status_code == unknown_email.status_code == 401
-    assert wrong_password.json() == unknown_email.json() == {"detail": "Invalid email or password"}
+    assert (
+        wrong_password.json()
+        == unknown_email.json()
+        == {"detail": "Invalid email or password", "code": "invalid_credentials"}
+    )
 
 
 @pytest.mark.parametrize(
@@ -264,7 +268,7 @@ async def test_forged_and_expired_tokens_are_refused(
         assert "detail" in check.json(), name
         protected = await api.get("/users/me/", headers=headers)
         assert protected.status_code == 401, name
-        assert protected.json() == {"detail": "Not authenticated"}, name
+        assert protected.json() == {"detail": "Not authenticated", "code": "not_authenticated"}, name
 
 
 async def test_missing_or_odd_authorization(api: httpx.AsyncClient) -> None:
@@ -317,11 +321,11 @@ async def test_accept_language_picks_messages_and_is_stored(
         headers={"Accept-Language": "ru"},
     )
     assert failed.status_code == 401
-    assert failed.json() == {"detail": "Неверный email или пароль"}
+    assert failed.json() == {"detail": "Неверный email или пароль", "code": "invalid_credentials"}
     nginx_401 = await api.get("/users/me/", headers={"Accept-Language": "ru"})
-    assert nginx_401.json() == {"detail": "Требуется авторизация"}
+    assert nginx_401.json() == {"detail": "Требуется авторизация", "code": "not_authenticated"}
     english = await api.post("/auth/login/", json={"email": body["email"], "password": "wrong one"})
-    assert english.json() == {"detail": "Invalid email or password"}
+    assert english.json() == {"detail": "Invalid email or password", "code": "invalid_credentials"}
 
 
 async def test_registration_with_users_service_down_leaves_nothing(
@@ -350,7 +354,11 @@ async def test_login_is_rate_limited_per_client(base_url: str) -> None:
     assert limited, "a flood of 60 log-ins in a moment must be limited"
     assert all(response.status_code in (401, 429) for response in responses)
     assert limited[0].headers["Retry-After"].isdigit()
-    assert limited[0].json() == {"detail": "Too many requests, try again later"}
+    assert limited[0].json() == {
+        "detail": "Too many requests, try again later",
+        "code": "too_many_requests",
+        "retry_after": 1,
+    }
 
 
 async def test_repeated_failures_lock_the_email_whoever_asks(base_url: str, make_user: object) -> None:

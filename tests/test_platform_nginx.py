@@ -22,7 +22,7 @@ async def test_unknown_path_is_a_json_404(api: httpx.AsyncClient) -> None:
         response = await api.get(path)
         assert response.status_code == 404, path
         assert response.headers["content-type"].startswith("application/json")
-        assert response.json() == {"detail": "Not found"}
+        assert response.json() == {"detail": "Not found", "code": "not_found"}
 
 
 async def test_internal_routes_are_not_reachable_through_nginx(api: httpx.AsyncClient) -> None:
@@ -36,7 +36,7 @@ async def test_oversized_body_is_a_json_413(api: httpx.AsyncClient) -> None:
         "/auth/register/", content=b"x" * (2 * 1024 * 1024), headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 413
-    assert response.json() == {"detail": "Request body is too large"}
+    assert response.json() == {"detail": "Request body is too large", "code": "request_too_large"}
 
 
 async def test_request_id_is_returned_and_passed_to_services(api: httpx.AsyncClient, stack: object) -> None:
@@ -63,13 +63,13 @@ async def test_error_pages_of_nginx_are_json(api: httpx.AsyncClient) -> None:
     assert unauthorised.status_code == 401
     assert unauthorised.headers["content-type"].startswith("application/json")
     assert unauthorised.headers["WWW-Authenticate"] == "Bearer"
-    assert unauthorised.json() == {"detail": "Not authenticated"}
+    assert unauthorised.json() == {"detail": "Not authenticated", "code": "not_authenticated"}
     media_write = await api.post("/media/anything.png", content=b"x")
     assert media_write.status_code == 403
-    assert media_write.json() == {"detail": "Forbidden"}
+    assert media_write.json() == {"detail": "Forbidden", "code": "forbidden"}
     missing_media = await api.get("/media/avatars/none.png")
     assert missing_media.status_code == 404
-    assert missing_media.json() == {"detail": "Not found"}
+    assert missing_media.json() == {"detail": "Not found", "code": "not_found"}
 
 
 async def test_service_down_gives_a_json_503(
@@ -85,5 +85,5 @@ async def test_service_down_gives_a_json_503(
     finally:
         stack.start_service("gateway")
     assert response.status_code == 503
-    assert response.json() == {"detail": "Service temporarily unavailable"}
+    assert response.json() == {"detail": "Service temporarily unavailable", "code": "service_unavailable"}
     assert (await api.get("/users/me/", headers=user.headers)).status_code == 200

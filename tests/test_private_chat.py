@@ -171,14 +171,14 @@ async def test_start_chat_bad_input_changes_nothing(
 async def test_start_chat_error_messages_follow_the_language(api: httpx.AsyncClient, make_user: Any) -> None:
     alice = await make_user()
     english = await api.post("/private/start-chat/", json={"recipient_id": alice.id}, headers=alice.headers)
-    assert english.json() == {"detail": "You cannot start a chat with yourself"}
+    assert english.json() == {"detail": "You cannot start a chat with yourself", "code": "chat_with_self"}
     russian = await api.post(
         "/private/start-chat/",
         json={"recipient_id": MISSING_USER_ID},
         headers={**alice.headers, "Accept-Language": "ru"},
     )
     assert russian.status_code == 404
-    assert russian.json() == {"detail": "Пользователь не найден"}
+    assert russian.json() == {"detail": "Пользователь не найден", "code": "user_not_found"}
 
 
 async def test_every_endpoint_needs_a_token(
@@ -283,7 +283,7 @@ async def test_reply_must_point_into_the_same_chat(
             headers=bob.headers,
         )
         assert response.status_code == 404, response.text
-        assert response.json() == {"detail": "Message not found"}
+        assert response.json() == {"detail": "Message not found", "code": "message_not_found"}
     assert await snapshot(db) == before
     reply = await send(api, bob, ours, "reply", own_message)
     assert (await page(api, alice, ours, limit=1))[0] == {
@@ -313,7 +313,7 @@ async def test_only_members_reach_a_chat(
     ]
     for response in responses:
         assert response.status_code == 403, response.text
-        assert response.json() == {"detail": "You are not a member of this chat"}
+        assert response.json() == {"detail": "You are not a member of this chat", "code": "not_chat_member"}
     assert await snapshot(db) == before
     mallory_chats = await api.get("/private/chat-list/", headers=mallory.headers)
     assert mallory_chats.json() == []
@@ -330,7 +330,7 @@ async def test_missing_chat_is_404(api: httpx.AsyncClient, db: asyncpg.Connectio
         ]
         for response in responses:
             assert response.status_code == 404, response.text
-            assert response.json() == {"detail": "Chat not found"}
+            assert response.json() == {"detail": "Chat not found", "code": "chat_not_found"}
     assert await snapshot(db) == before
 
 

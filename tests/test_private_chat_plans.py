@@ -1,7 +1,7 @@
 """The query plans of the private chat service's hot reads and its send, on a chat with many
 messages.
 
-The SQL checked is the service's own (compiled from repository.py), run with EXPLAIN against the
+The SQL checked is the service's own text (repository.py), run with EXPLAIN ANALYZE against the
 real schema; the statements the routes send are explained as prepared statements, with both the
 per-call (custom) plan and the cached (generic) plan. A page must be a bounded index range scan:
 the scan stops after `limit` rows whatever the depth of the cursor, and no sort runs below the
@@ -15,39 +15,21 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import text
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.sql import Select
 
-from private_chat_service.repository import (
-    _MEMBER_PAGE,
-    ADD_MESSAGE_AS_MEMBER_SQL,
-    chat_list_query,
-    messages_page_query,
-)
+from private_chat_service.repository import CHAT_LIST_SQL, PAGE_SQL, SEND_SQL
 
 pytestmark = pytest.mark.usefixtures("stack")
 
 BIG_CHAT_MESSAGES = 60_000
 MY_CHATS = 2_000
 STRANGERS_CHATS = 40_000
-
-
-def sql(statement: Select[Any]) -> str:
-    return str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+PROFILES = 20_000
 
 
 def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield plan
     for child in plan.get("Plans", []):
         yield from nodes(child)
-
-
-async def explain(db: asyncpg.Connection, statement: Select[Any]) -> dict[str, Any]:
-    raw = await db.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql(statement)}")
-    plan: dict[str, Any] = json.loads(raw)[0]["Plan"]
-    return plan
 
 
 def limit_subtree(plan: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +90,17 @@ async def big_chat(db: asyncpg.Connection) -> dict[str, int]:
             high,
             BIG_CHAT_MESSAGES,
         )
+        # ...and a users table of realistic size, so that the planner's choice for the author's
+        # profile (a key look-up) does not depend on how many users earlier tests made.
+        await db.execute(
+            """
+            INSERT INTO users.users (id, username)
+            SELECT $1::bigint + g, 'plan' || $1::bigint || '_' || g FROM generate_series(1, $2::int) AS g
+            """,
+            base + 10**7,
+            PROFILES,
+        )
+    await db.execute("ANALYZE users.users")
     await db.execute("ANALYZE private_chat.chats")
     await db.execute("ANALYZE private_chat.messages")
     bounds = await db.fetchrow(
@@ -131,25 +124,6 @@ def assert_bounded_range_scan(plan: dict[str, Any], direction: str, limit: int) 
     assert scan.get("Rows Removed by Filter", 0) == 0
 
 
-async def test_newest_page_is_a_backward_range_scan(db: asyncpg.Connection, big_chat: dict[str, int]) -> None:
-    plan = await explain(
-        db, messages_page_query(big_chat["chat_id"], limit=50, offset=0, before=None, after=None)
-    )
-    assert_bounded_range_scan(plan, "Backward", 50)
-
-
-async def test_deep_cursor_pages_are_range_scans(db: asyncpg.Connection, big_chat: dict[str, int]) -> None:
-    deep = big_chat["first"] + 1_000  # near the very beginning of the history
-    older = await explain(
-        db, messages_page_query(big_chat["chat_id"], limit=50, offset=0, before=deep, after=None)
-    )
-    assert_bounded_range_scan(older, "Backward", 50)
-    newer = await explain(
-        db, messages_page_query(big_chat["chat_id"], limit=50, offset=0, before=None, after=deep)
-    )
-    assert_bounded_range_scan(newer, "Forward", 50)
-
-
 def sql_literal(value: object) -> str:
     if value is None:
         return "NULL"
@@ -159,26 +133,42 @@ def sql_literal(value: object) -> str:
 
 
 async def explain_prepared(
-    db: asyncpg.Connection, statement: Any, params: dict[str, object], *, generic: bool, analyze: bool = True
+    db: asyncpg.Connection, sql: str, *args: object, generic: bool = False
 ) -> dict[str, Any]:
-    """EXPLAIN the statement as the service sends it (bind parameters, a prepared statement), with
-    the plan PostgreSQL would cache for it (generic) or plan per call (custom). Writes are explained
-    without ANALYZE, so they do not run."""
-    compiled = statement.compile(dialect=asyncpg_dialect())
-    values = {**compiled.params, **params}
-    args = ", ".join(sql_literal(values[name]) for name in compiled.positiontup)
+    """EXPLAIN ANALYZE the statement as the service sends it (a prepared statement with $n
+    parameters), with the plan PostgreSQL would cache for it (generic) or plan per call (custom).
+    It runs inside a transaction that is rolled back, so a write is measured and then undone."""
     name = f"pc_plan_{secrets.token_hex(4)}"
     mode = "force_generic_plan" if generic else "force_custom_plan"
-    options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
-    async with db.transaction():
+    arguments = ", ".join(sql_literal(value) for value in args)
+    transaction = db.transaction()
+    await transaction.start()
+    try:
         await db.execute(f"SET LOCAL plan_cache_mode = {mode}")
-        await db.execute(f"PREPARE {name} AS {compiled.string}")
-        try:
-            raw = await db.fetchval(f"EXPLAIN ({options}) EXECUTE {name}({args})")
-        finally:
-            await db.execute(f"DEALLOCATE {name}")
+        await db.execute(f"PREPARE {name} AS {sql}")
+        raw = await db.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE {name}({arguments})")
+    finally:
+        await transaction.rollback()
     plan: dict[str, Any] = json.loads(raw)[0]["Plan"]
     return plan
+
+
+def page_args(chat: dict[str, int], *, before: int | None = None, after: int | None = None) -> list[object]:
+    """The page statement's parameters in the order the repository passes them."""
+    return [chat["chat_id"], chat["user"], 50, 0, *(v for v in (before, after) if v is not None)]
+
+
+async def test_newest_page_is_a_backward_range_scan(db: asyncpg.Connection, big_chat: dict[str, int]) -> None:
+    plan = await explain_prepared(db, PAGE_SQL[(False, False)], *page_args(big_chat))
+    assert_bounded_range_scan(plan, "Backward", 50)
+
+
+async def test_deep_cursor_pages_are_range_scans(db: asyncpg.Connection, big_chat: dict[str, int]) -> None:
+    deep = big_chat["first"] + 1_000  # near the very beginning of the history
+    older = await explain_prepared(db, PAGE_SQL[(True, False)], *page_args(big_chat, before=deep))
+    assert_bounded_range_scan(older, "Backward", 50)
+    newer = await explain_prepared(db, PAGE_SQL[(False, True)], *page_args(big_chat, after=deep))
+    assert_bounded_range_scan(newer, "Forward", 50)
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
@@ -188,17 +178,10 @@ async def test_member_page_statement_is_a_bounded_range_scan(
 ) -> None:
     """The statement the messages route runs: the page, its owners and the member check at once."""
     deep = big_chat["first"] + 1_000
-    params: dict[str, object] = {
-        "chat_id": big_chat["chat_id"],
-        "user_id": big_chat["user"],
-        "limit": 50,
-        "offset": 0,
-    }
-    if cursor in ("before", "between"):
-        params["before"] = deep if cursor == "before" else deep + 500
-    if cursor in ("after", "between"):
-        params["after"] = deep
-    plan = await explain_prepared(db, _MEMBER_PAGE[cursor], params, generic=generic)
+    before = (deep if cursor == "before" else deep + 500) if cursor in ("before", "between") else None
+    after = deep if cursor in ("after", "between") else None
+    sql = PAGE_SQL[(before is not None, after is not None)]
+    plan = await explain_prepared(db, sql, *page_args(big_chat, before=before, after=after), generic=generic)
     direction = "Forward" if cursor in ("after", "between") else "Backward"
     assert_bounded_range_scan(plan, direction, 50)
     # The member check is one lookup by primary key, not a scan.
@@ -208,42 +191,38 @@ async def test_member_page_statement_is_a_bounded_range_scan(
     assert all(n["Actual Loops"] == 1 for n in chat_scans)
 
 
-# The service runs the send statement on asyncpg with $n parameters; named here for explain_prepared.
-ADD_MESSAGE_AS_MEMBER = text(
-    ADD_MESSAGE_AS_MEMBER_SQL.replace("$1", ":chat_id")
-    .replace("$2", ":user_id")
-    .replace("$3", ":text")
-    .replace("$4", ":answer_id")
-)
+def modified_rows(plan: dict[str, Any], operation: str) -> int:
+    [node] = [n for n in nodes(plan) if n["Node Type"] == "ModifyTable" and n["Operation"] == operation]
+    rows: int = node["Actual Rows"]
+    return rows
 
 
 async def test_send_statement_touches_one_chat_row_and_inserts_one_message(
     db: asyncpg.Connection, big_chat: dict[str, int]
 ) -> None:
-    params: dict[str, object] = {
-        "chat_id": big_chat["chat_id"],
-        "user_id": big_chat["user"],
-        "text": "explained",
-        "answer_id": big_chat["first"],
-    }
-    before = await db.fetchval(
-        "SELECT count(*) FROM private_chat.messages WHERE chat_id = $1", big_chat["chat_id"]
-    )
+    """Run for real (EXPLAIN ANALYZE) inside a transaction that is rolled back."""
+    args = (big_chat["chat_id"], big_chat["user"], "explained", big_chat["first"])
+    count = "SELECT count(*) FROM private_chat.messages WHERE chat_id = $1"
+    before = await db.fetchval(count, big_chat["chat_id"])
     for generic in (False, True):
-        plan = await explain_prepared(db, ADD_MESSAGE_AS_MEMBER, params, generic=generic, analyze=False)
+        plan = await explain_prepared(db, SEND_SQL, *args, generic=generic)
         assert not [n for n in nodes(plan) if n["Node Type"] in ("Seq Scan", "Sort", "Bitmap Heap Scan")]
         scans = {(n.get("Relation Name"), n.get("Index Name")) for n in nodes(plan) if "Index Name" in n}
-        assert scans == {("chats", "chats_pkey"), ("messages", "messages_pkey")}
-    after = await db.fetchval(
-        "SELECT count(*) FROM private_chat.messages WHERE chat_id = $1", big_chat["chat_id"]
-    )
-    assert after == before
+        # The chat by key, the reply by key, the author's profile (for the event) by key.
+        assert scans == {("chats", "chats_pkey"), ("messages", "messages_pkey"), ("users", "users_pkey")}
+        assert modified_rows(plan, "Update") == 1
+        # Rows fed into each INSERT (its child), whether or not it returns them.
+        inserts = [n for n in nodes(plan) if n.get("Operation") == "Insert"]
+        assert {n["Relation Name"]: n["Plans"][0]["Actual Rows"] for n in inserts} == {
+            "messages": 1,
+            "outbox": 1,
+        }
+    # Measured, then rolled back: nothing stayed.
+    assert await db.fetchval(count, big_chat["chat_id"]) == before
 
 
 async def test_page_owners_come_from_one_join(db: asyncpg.Connection, big_chat: dict[str, int]) -> None:
-    plan = await explain(
-        db, messages_page_query(big_chat["chat_id"], limit=50, offset=0, before=None, after=None)
-    )
+    plan = await explain_prepared(db, PAGE_SQL[(False, False)], *page_args(big_chat))
     assert plan["Actual Loops"] == 1
     joins = [n for n in nodes(plan) if n["Node Type"] in ("Nested Loop", "Hash Join", "Merge Join")]
     assert joins, "owners are joined in the page query"
@@ -253,9 +232,28 @@ async def test_page_owners_come_from_one_join(db: asyncpg.Connection, big_chat: 
 async def test_chat_list_merges_the_two_member_indexes(
     db: asyncpg.Connection, big_chat: dict[str, int]
 ) -> None:
-    plan = await explain(db, chat_list_query(big_chat["user"], limit=20, offset=0))
+    plan = await explain_prepared(db, CHAT_LIST_SQL, big_chat["user"], 20, 20, 0)
     below = list(nodes(limit_subtree(plan)))
     assert not [n for n in below if n["Node Type"] in ("Sort", "Seq Scan")]
     scans = {n.get("Index Name") for n in below if n.get("Relation Name") == "chats"}
     assert scans == {"chats_low_activity", "chats_high_activity"}
     assert any(n["Node Type"] == "Merge Append" for n in below)
+
+
+async def test_member_chats_view_reads_only_the_members_index_entries(
+    db: asyncpg.Connection, big_chat: dict[str, int]
+) -> None:
+    """The events service's READY reads this published view by user: both halves are index scans
+    by member, and each newest message id is one index probe."""
+    ready = "SELECT chat_id, companion_id, last_message_id FROM private_chat.member_chats WHERE user_id = $1"
+    plan = await explain_prepared(db, ready, big_chat["user"])
+    assert not [n for n in nodes(plan) if n["Node Type"] in ("Seq Scan", "Sort")]
+    # user_low leads chats_low_activity and the pair key alike; user_high leads chats_high_activity.
+    indexes = {n["Index Name"] for n in nodes(plan) if "Index Name" in n}
+    assert "chats_high_activity" in indexes
+    assert indexes & {"chats_low_activity", "chats_pair_key"}
+    chat_rows = [n for n in nodes(plan) if n.get("Relation Name") == "chats"]
+    assert sum(n["Actual Rows"] for n in chat_rows) == MY_CHATS + 1
+    message_scans = [n for n in nodes(plan) if n.get("Relation Name") == "messages"]
+    assert message_scans
+    assert all(n.get("Index Name") == "messages_pkey" for n in message_scans)

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from polite_client import send_retrying
 from qr_client import hub_client, new_client_id, next_op
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -295,13 +296,10 @@ async def test_losing_an_instance_loses_only_its_hubs(
     finally:
         if "qr_ws1" not in stack.processes:
             await asyncio.to_thread(stack.start_service, "qr_ws1")
-    for _ in range(20):  # the exchange shares the log-in rate limit: wait out a 429
-        response = await api.get(
-            "/auth/qr_auth/", params={"client_id": client_id}, headers={"Authorization": ticket}
-        )
-        if response.status_code != 429:
-            break
-        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+    # The exchange shares the log-in rate limit: wait out a 429.
+    response = await send_retrying(
+        api, "GET", "/auth/qr_auth/", params={"client_id": client_id}, headers={"Authorization": ticket}
+    )
     assert response.status_code == 200
 
 

@@ -12,11 +12,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from polite_client import send_retrying
 from qr_client import hub_client, new_client_id, next_op
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from auth_service.tickets import TicketClaims, TicketCodec, TicketService
+from auth_service.qr.tickets import TicketClaims, TicketCodec, TicketService
 from common.db import make_engine
 from devstack import Stack
 
@@ -79,12 +80,7 @@ async def exchange(
     headers = {"Accept-Language": language}
     if ticket is not None:
         headers["Authorization"] = ticket
-    for _ in range(20):
-        response = await api.get("/auth/qr_auth/", params={"client_id": client_id}, headers=headers)
-        if response.status_code != 429:
-            return response
-        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-    return response
+    return await send_retrying(api, "GET", "/auth/qr_auth/", params={"client_id": client_id}, headers=headers)
 
 
 async def ticket_row(db: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
@@ -143,7 +139,7 @@ async def test_login_by_qr_on_each_instance(
         # Once only.
         replay = await exchange(api, ticket, client_id)
         assert replay.status_code == 401
-        assert replay.json() == {"detail": "Invalid or expired ticket"}
+        assert replay.json() == {"detail": "Invalid or expired ticket", "code": "invalid_ticket"}
         # The hub was freed when its clients left.
         async with httpx.AsyncClient() as http:
             gone = await http.get(f"{instances[instance]}/internal/hubs", params={"client_id": client_id})
@@ -259,7 +255,7 @@ async def test_exchange_refuses_every_bad_ticket(
     assert unauthenticated.status_code == 401
     russian = await exchange(api, "garbage", client_id, language="ru")
     assert russian.status_code == 401
-    assert russian.json() == {"detail": "Недействительный или просроченный билет"}
+    assert russian.json() == {"detail": "Недействительный или просроченный билет", "code": "invalid_ticket"}
     refused = {
         "another hub's client_id": await exchange(api, ticket, new_client_id()),
         "garbage": await exchange(api, "garbage", client_id),

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import httpx
 import pytest
+from polite_client import post_retrying
 
 REGISTER = "/auth/yandex_oauth_register/"
 LOGIN = "/auth/yandex_oauth_login/"
@@ -33,14 +34,7 @@ def new_login(prefix: str = "yu") -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
 
 
-async def post(api: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response:
-    """A well-behaved client: on 429 it waits for Retry-After and tries again."""
-    for _ in range(30):
-        response = await api.post(url, **kwargs)
-        if response.status_code != 429:
-            return response
-        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-    return response
+post = post_retrying
 
 
 async def register(api: httpx.AsyncClient, token: str, **kwargs: Any) -> httpx.Response:
@@ -329,8 +323,12 @@ async def test_yandex_failures_write_nothing(
     before = await counts(db)
     response = await post(api, endpoint, params={"oauth_token": token}, headers={"Accept-Language": "en"})
     assert response.status_code == expected, response.text
-    detail = "Yandex rejected the token" if expected == 401 else "Yandex ID is unavailable"
-    assert response.json() == {"detail": detail}
+    detail, code = (
+        ("Yandex rejected the token", "yandex_token_rejected")
+        if expected == 401
+        else ("Yandex ID is unavailable", "yandex_unavailable")
+    )
+    assert response.json() == {"detail": detail, "code": code}
     assert await counts(db) == before
     assert await account(db, "1130000000000001") is None
 
@@ -345,7 +343,7 @@ async def test_yandex_unreachable(api: httpx.AsyncClient, db: asyncpg.Connection
                 api, endpoint, params={"oauth_token": token}, headers={"Accept-Language": "ru"}
             )
             assert response.status_code == 502, response.text
-            assert response.json() == {"detail": "Яндекс ID недоступен"}
+            assert response.json() == {"detail": "Яндекс ID недоступен", "code": "yandex_unavailable"}
     assert await counts(db) == before
     # Back online, the same token registers.
     assert (await register(api, token)).status_code == 200

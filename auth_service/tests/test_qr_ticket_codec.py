@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from auth_service.tickets import MAX_TICKET_LENGTH, TicketClaims, TicketCodec
+from auth_service.qr.tickets import TicketClaims, TicketCodec
+from common.rules import MAX_TICKET_LENGTH
 
 SECRET = "a-random-url-safe-secret-for-tests-only-0123456789"
 

@@ -1,8 +1,12 @@
+import importlib
+import re
+
 import pytest
 from pydantic import ValidationError
 
-from common.errors import AppError
-from common.i18n import MESSAGES, pick_language, translate
+from common.errors import AppError, error_responses
+from common.i18n import pick_language
+from common.ids import parse_id
 from common.settings import async_database_url
 from common.tokens import token_from_authorization
 
@@ -25,11 +29,77 @@ def test_pick_language(header: str | None, expected: str) -> None:
     assert pick_language(header) == expected
 
 
-def test_every_message_has_both_languages() -> None:
-    for key, entry in MESSAGES.items():
-        assert entry.get("en"), key
-        assert entry.get("ru"), key
-        assert translate(key, "ru") == entry["ru"]
+ERROR_MODULES = (
+    "common.errors",
+    "auth_service.errors",
+    "auth_service.qr.errors",
+    "auth_service.yandex.errors",
+    "users_service.errors",
+    "private_chat_service.errors",
+)
+
+
+def all_error_types() -> list[type[AppError]]:
+    for module in ERROR_MODULES:
+        importlib.import_module(module)
+    found: list[type[AppError]] = []
+    pending = [AppError]
+    while pending:
+        error = pending.pop()
+        found.append(error)
+        pending.extend(error.__subclasses__())
+    return found
+
+
+def test_every_error_has_a_code_a_status_and_both_languages() -> None:
+    errors = all_error_types()
+    assert len(errors) > 15
+    for error in errors:
+        assert re.fullmatch(r"[a-z][a-z0-9_]+", error.code), error
+        assert 400 <= error.status_code <= 599, error
+        assert error.message.en.strip(), error
+        assert error.message.ru.strip(), error
+        assert error.message.en != error.message.ru, error
+
+
+def test_a_code_means_one_failure() -> None:
+    """Two services may raise the same failure (username_taken), never two meanings of one code."""
+    by_code: dict[str, set[tuple[int, str]]] = {}
+    for error in all_error_types():
+        by_code.setdefault(error.code, set()).add((error.status_code, error.message.en))
+    assert {code: meanings for code, meanings in by_code.items() if len(meanings) > 1} == {}
+
+
+def test_error_body_and_documented_responses() -> None:
+    from private_chat_service.errors import ChatNotFound, MessageNotFound, NotChatMember
+
+    assert ChatNotFound().body("ru") == {"detail": "Переписка не найдена", "code": "chat_not_found"}
+    documented = error_responses(ChatNotFound, NotChatMember, MessageNotFound)
+    assert sorted(documented) == [403, 404]
+    assert set(documented[404]["content"]["application/json"]["examples"]) == {
+        "chat_not_found",
+        "message_not_found",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2", 2),
+        ("9223372036854775807", 2**63 - 1),
+        ("٢", None),
+        ("２", None),
+        ("0", None),
+        ("-1", None),
+        ("", None),
+        ("+2", None),
+        (" 2", None),
+        ("9223372036854775808", None),
+        ("1" * 30, None),
+    ],
+)
+def test_ids_are_ascii_digits_only(text: str, expected: int | None) -> None:
+    assert parse_id(text) == expected
 
 
 @pytest.mark.parametrize(

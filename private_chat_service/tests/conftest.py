@@ -15,10 +15,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from common.db import make_engine, plain_database_url
-from devstack.config import StackConfig
+from common.db import make_pool
+from devstack.migrations import migrate
 from devstack.postgres import PrivatePostgres
-from devstack.stack import Stack
 from private_chat_service.service import PrivateChatService
 
 
@@ -34,7 +33,7 @@ def database_url() -> Iterator[str]:
         else:
             postgres = PrivatePostgres(root / "postgres", for_tests=True)
             url = postgres.start()
-        Stack(StackConfig(data_dir=root, database_url=url)).migrate()
+        migrate(url)
         yield url
     finally:
         if postgres is not None:
@@ -51,11 +50,9 @@ async def raw(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture
 async def service(database_url: str) -> AsyncIterator[PrivateChatService]:
-    engine = make_engine(database_url, pool_size=20)
-    pool = await asyncpg.create_pool(plain_database_url(database_url), min_size=0, max_size=20)
-    yield PrivateChatService(engine, pool)
+    pool = await make_pool(database_url, size=20, application_name="private_chat_tests")
+    yield PrivateChatService(pool)
     await pool.close()
-    await engine.dispose()
 
 
 # Random per session, so runs against a kept TEST_DATABASE_URL do not collide.

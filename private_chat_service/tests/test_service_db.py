@@ -1,13 +1,15 @@
 """The service against a real PostgreSQL: races, ordering, and what a page is built from."""
 
 import asyncio
+import json
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
-from common.errors import AppError
+from common.errors import UserNotFound
+from private_chat_service.errors import MessageNotFound, NotChatMember
 from private_chat_service.main import create_app
 from private_chat_service.service import PrivateChatService
 from private_chat_service.settings import PrivateChatSettings
@@ -68,12 +70,10 @@ async def test_failed_send_changes_nothing(
     assert first is not None
     assert foreign is not None
     activity = await raw.fetchval("SELECT last_activity_at FROM private_chat.chats WHERE id = $1", chat_id)
-    with pytest.raises(AppError) as refused:
+    with pytest.raises(MessageNotFound):
         await service.add_message(bob, chat_id, text="reply", answer_id=foreign)
-    assert (refused.value.status_code, refused.value.message_key) == (404, "message_not_found")
-    with pytest.raises(AppError) as outsider:
+    with pytest.raises(NotChatMember):
         await service.add_message(carol, chat_id, text="hi", answer_id=None)
-    assert (outsider.value.status_code, outsider.value.message_key) == (403, "not_chat_member")
     # The membership touch was rolled back with the refused insert.
     assert (
         await raw.fetchval("SELECT last_activity_at FROM private_chat.chats WHERE id = $1", chat_id)
@@ -124,16 +124,19 @@ async def test_page_renders_user_objects_and_deleted_profiles(
     assert info.chat_starter.id == alice
     assert info.chat_recipient.username == "deleted"
     # A deleted recipient cannot get a new chat.
-    with pytest.raises(AppError) as missing:
+    with pytest.raises(UserNotFound):
         await service.start_chat(alice, recipient_id=bob, text=None)
-    assert missing.value.status_code == 404
 
 
 @pytest.fixture
 async def client(database_url: str) -> Any:
     app = create_app(PrivateChatSettings(DATABASE_URL=database_url, LOG_LEVEL="WARNING"))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app) as state:
+        # What uvicorn does for every request: hand it a copy of the lifespan's state.
+        async def with_state(scope: Any, receive: Any, send: Any) -> None:
+            await app({**scope, "state": dict(state)}, receive, send)
+
+        transport = httpx.ASGITransport(app=with_state)
         async with httpx.AsyncClient(transport=transport, base_url="http://private-chat") as http:
             yield http
 
@@ -164,3 +167,57 @@ async def test_without_identity_every_route_is_401(client: httpx.AsyncClient) ->
     ):
         response = await client.request(method, path, json={"recipient_id": 1, "text": "x"})
         assert response.status_code == 401, (method, path, response.text)
+
+
+async def outbox(raw: asyncpg.Connection, chat_id: int) -> list[tuple[str, list[int], dict[str, Any]]]:
+    rows = await raw.fetch(
+        "SELECT kind, recipients, payload FROM private_chat.outbox WHERE chat_id = $1 ORDER BY id", chat_id
+    )
+    return [(row["kind"], sorted(row["recipients"]), json.loads(row["payload"])) for row in rows]
+
+
+async def test_changes_write_their_events_in_the_same_statement(
+    service: PrivateChatService, raw: asyncpg.Connection, new_user: Any
+) -> None:
+    alice = await new_user(avatar_url="http://media.example/a.png")
+    bob = await new_user()
+    chat_id, first = await service.start_chat(alice, recipient_id=bob, text="hello")
+    again, _ = await service.start_chat(bob, recipient_id=alice, text=None)
+    assert again == chat_id
+    reply = await service.add_message(bob, chat_id, text="hi", answer_id=first)
+    events = await outbox(raw, chat_id)
+    # The chat is announced once, to each member with the other as companion; then each message.
+    assert [(kind, recipients) for kind, recipients, _ in events[2:]] == [
+        ("MESSAGE_CREATE", sorted([alice, bob])),
+        ("MESSAGE_CREATE", sorted([alice, bob])),
+    ]
+    announced = {recipients[0]: payload for kind, recipients, payload in events[:2] if kind == "CHAT_CREATE"}
+    assert announced == {
+        alice: {"id": chat_id, "companion": {"id": bob, "username": f"pc{bob}", "avatar_url": None}},
+        bob: {
+            "id": chat_id,
+            "companion": {"id": alice, "username": f"pc{alice}", "avatar_url": "http://media.example/a.png"},
+        },
+    }
+    [page_reply, page_first] = await service.messages_json(
+        alice, chat_id, limit=50, offset=0, before=None, after=None
+    )
+    for payload, shown in ((events[2][2], page_first), (events[3][2], page_reply)):
+        # The event carries the message object exactly as a page shows it (and edited_at).
+        created = shown["created_at"].isoformat().replace("+00:00", "Z")
+        assert payload == {**shown, "created_at": created, "edited_at": None}
+    assert events[3][2]["id"] == reply
+    assert events[3][2]["answer"] == first
+
+
+async def test_a_refused_change_writes_no_event(
+    service: PrivateChatService, raw: asyncpg.Connection, new_user: Any
+) -> None:
+    alice, bob, carol = await new_user(), await new_user(), await new_user()
+    chat_id, _ = await service.start_chat(alice, recipient_id=bob, text=None)
+    before = await outbox(raw, chat_id)
+    with pytest.raises(NotChatMember):
+        await service.add_message(carol, chat_id, text="hi", answer_id=None)
+    with pytest.raises(MessageNotFound):
+        await service.add_message(alice, chat_id, text="hi", answer_id=10**15)
+    assert await outbox(raw, chat_id) == before

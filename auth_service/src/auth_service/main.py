@@ -7,20 +7,24 @@ import anyio
 import httpx
 from fastapi import FastAPI
 
+from auth_service.dependencies import State
 from auth_service.passwords import Passwords
-from auth_service.qr_routes import internal_router as qr_internal_router
-from auth_service.qr_routes import router as qr_router
+from auth_service.qr.routes import internal_router as qr_internal_router
+from auth_service.qr.routes import router as qr_router
+from auth_service.qr.tickets import build_ticket_service
 from auth_service.routes import router
-from auth_service.service import AuthService
+from auth_service.service import AccountService
 from auth_service.settings import AuthSettings
-from auth_service.tickets import build_ticket_service
 from auth_service.tokens import TokenIssuer, load_private_key
 from auth_service.users_client import UsersClient
-from auth_service.yandex import build_yandex_auth, yandex_http_client
-from auth_service.yandex_routes import router as yandex_router
+from auth_service.yandex.client import yandex_http_client
+from auth_service.yandex.routes import router as yandex_router
+from auth_service.yandex.service import build_yandex_auth
 from common.app import build_app
 from common.db import make_engine
+from common.health import Readiness, engine_check
 from common.logs import configure_logging
+from common.metrics import sampling_pool, sqlalchemy_pool_stats
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +35,12 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
     private_key = load_private_key(settings.private_key_pem())
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, application_name="auth")
         timeout = httpx.Timeout(settings.internal_timeout_seconds)
         yandex_http = yandex_http_client(settings)
         async with httpx.AsyncClient(base_url=settings.users_service_url, timeout=timeout) as users_http:
-            service = AuthService(
+            accounts = AccountService(
                 engine=engine,
                 passwords=Passwords(
                     time_cost=settings.argon2_time_cost,
@@ -55,18 +59,17 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
                 login_max_failures=settings.login_max_failures,
                 login_failure_window=timedelta(seconds=settings.login_failure_window_seconds),
             )
-            app.state.settings = settings
-            app.state.engine = engine
-            app.state.service = service
-            app.state.yandex = build_yandex_auth(settings, service, yandex_http)
-            app.state.tickets = build_ticket_service(settings, engine, service.issuer)
-            async with anyio.create_task_group() as tasks:
+            tickets = build_ticket_service(settings, engine, accounts.issuer)
+            async with anyio.create_task_group() as tasks, sampling_pool(sqlalchemy_pool_stats(engine)):
                 interval = settings.housekeeping_interval_seconds
-                tasks.start_soon(_periodically, service.housekeeping, interval, "housekeeping")
-                tasks.start_soon(
-                    _periodically, app.state.tickets.housekeeping, interval, "QR ticket housekeeping"
-                )
-                yield
+                tasks.start_soon(_periodically, accounts.housekeeping, interval, "housekeeping")
+                tasks.start_soon(_periodically, tickets.housekeeping, interval, "QR ticket housekeeping")
+                yield {
+                    "accounts": accounts,
+                    "yandex": build_yandex_auth(settings, accounts, yandex_http),
+                    "tickets": tickets,
+                    "readiness": Readiness(database=engine_check(engine)),
+                }
                 tasks.cancel_scope.cancel()
         await yandex_http.aclose()
         await engine.dispose()

@@ -1,8 +1,15 @@
 """argon2id hashing, always off the event loop and with bounded concurrency (each hash costs MiBs)."""
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import anyio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from common.metrics import PASSWORD_HASHING
+
+T = TypeVar("T")
 
 
 class Passwords:
@@ -13,12 +20,26 @@ class Passwords:
         self._dummy_hash = self._hasher.hash("dummy password for timing equalisation")
 
     async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(self._hasher.hash, password, limiter=self._limiter)
+        return await self._in_thread(self._hasher.hash, password)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
-        return await anyio.to_thread.run_sync(
-            self._verify_sync, password_hash, password, limiter=self._limiter
-        )
+        return await self._in_thread(lambda: self._verify_sync(password_hash, password))
+
+    async def _in_thread(self, work: Callable[..., T], *args: object) -> T:
+        """Runs one hash on a worker thread once one of the `concurrency` slots is free; the
+        waiting and running counts are metrics (a growing queue means log-ins wait on CPU)."""
+        waiting, running = PASSWORD_HASHING.labels("waiting"), PASSWORD_HASHING.labels("running")
+        waiting.inc()
+        try:
+            await self._limiter.acquire()
+        finally:
+            waiting.dec()
+        running.inc()
+        try:
+            return await anyio.to_thread.run_sync(work, *args)
+        finally:
+            running.dec()
+            self._limiter.release()
 
     def _verify_sync(self, password_hash: str | None, password: str) -> bool:
         try:

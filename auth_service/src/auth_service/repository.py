@@ -1,7 +1,7 @@
 """Every SQL statement of the auth service."""
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -33,12 +33,19 @@ async def delete_credentials(conn: AsyncConnection, user_id: int) -> None:
     await conn.execute(delete(credentials).where(credentials.c.user_id == user_id))
 
 
-async def active_by_email(conn: AsyncConnection, email: str) -> dict[str, Any] | None:
+@dataclass(frozen=True, slots=True)
+class ActiveAccount:
+    user_id: int
+    # None for an account made with Yandex ID only (it cannot log in with a password).
+    password_hash: str | None
+
+
+async def active_by_email(conn: AsyncConnection, email: str) -> ActiveAccount | None:
     statement = select(credentials.c.user_id, credentials.c.password_hash).where(
         credentials.c.email == email, credentials.c.state == "active"
     )
-    row = (await conn.execute(statement)).mappings().first()
-    return dict(row) if row else None
+    row = (await conn.execute(statement)).first()
+    return ActiveAccount(int(row.user_id), row.password_hash) if row else None
 
 
 async def active_by_yandex_id(conn: AsyncConnection, yandex_id: str) -> int | None:

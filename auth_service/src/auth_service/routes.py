@@ -1,28 +1,33 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header
 
+from auth_service.dependencies import AccountsDep
+from auth_service.errors import EmailTaken, InvalidCredentials
 from auth_service.schemas import Detail, LoginRequest, RegisterRequest, TokenResponse
-from auth_service.service import AuthService
+from common.errors import (
+    InvalidToken,
+    NotAuthenticated,
+    ServiceUnavailable,
+    TooManyRequests,
+    UsernameTaken,
+    error_responses,
+)
 from common.i18n import pick_language
 from common.identity import CurrentUserId
 from common.tokens import token_from_authorization
 
-
-async def get_service(request: Request) -> AuthService:
-    service: AuthService = request.app.state.service
-    return service
-
-
-Service = Annotated[AuthService, Depends(get_service)]
-
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-@router.post("/register/", response_model=Detail)
+@router.post(
+    "/register/",
+    response_model=Detail,
+    responses=error_responses(EmailTaken, UsernameTaken, TooManyRequests, ServiceUnavailable),
+)
 async def register(
     body: RegisterRequest,
-    service: Service,
+    service: AccountsDep,
     accept_language: Annotated[str | None, Header()] = None,
 ) -> Detail:
     await service.register(
@@ -39,16 +44,16 @@ async def register(
 @router.post(
     "/login/",
     response_model=TokenResponse,
-    responses={401: {"model": Detail}, 429: {"model": Detail}},
+    responses=error_responses(InvalidCredentials, TooManyRequests),
 )
-async def login(body: LoginRequest, service: Service) -> TokenResponse:
+async def login(body: LoginRequest, service: AccountsDep) -> TokenResponse:
     return TokenResponse(token=await service.login(email=body.email, password=body.password))
 
 
-@router.post("/logout/", response_model=Detail)
+@router.post("/logout/", response_model=Detail, responses=error_responses(NotAuthenticated, InvalidToken))
 async def logout(
     _: CurrentUserId,
-    service: Service,
+    service: AccountsDep,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Detail:
     """Revoke the token this request carries; the gateway refuses it from then on."""

@@ -1,25 +1,20 @@
-import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, EmailStr, Field, field_validator
+from pydantic import AfterValidator, BaseModel, EmailStr, Field, field_validator
 
-USERNAME_RE = re.compile(r"^[a-z0-9_.]{2,32}$")
+from common.rules import USERNAME_MAX_LENGTH, USERNAME_MIN_LENGTH, normalise_username
 
 
 class RegisterRequest(BaseModel):
-    username: Annotated[str, Field(min_length=2, max_length=32, examples=["bob"])]
+    username: Annotated[
+        str,
+        Field(min_length=USERNAME_MIN_LENGTH, max_length=USERNAME_MAX_LENGTH, examples=["bob"]),
+        AfterValidator(normalise_username),
+    ]
     email: Annotated[EmailStr, Field(max_length=254)]
     password: Annotated[str, Field(min_length=8, max_length=128)]
     description: Annotated[str | None, Field(max_length=190)] = None
     status: Annotated[str | None, Field(max_length=128)] = None
-
-    @field_validator("username")
-    @classmethod
-    def _normalise_username(cls, value: str) -> str:
-        value = value.lower()
-        if not USERNAME_RE.fullmatch(value):
-            raise ValueError("username must be 2-32 characters of a-z, 0-9, '_' and '.'")
-        return value
 
     @field_validator("email")
     @classmethod

@@ -1,23 +1,24 @@
-"""Registration, log-in and log-out rules. Raises AppError; knows nothing of HTTP routing."""
+"""Accounts: registration, log-in and log-out. Raises typed errors; knows nothing of HTTP routing."""
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth_service import repository
+from auth_service.errors import EmailTaken, InvalidCredentials
 from auth_service.passwords import Passwords
 from auth_service.tokens import TokenIssuer
-from auth_service.users_client import UsernameTaken, UsersClient, UsersUnavailable
-from common.errors import AppError
+from auth_service.users_client import NewProfile, UsernameRefused, UsersClient, UsersUnavailable
+from common.errors import ServiceUnavailable, TooManyRequests, UsernameTaken
 from common.i18n import Language
+from common.metrics import LOGIN_BRAKE_HITS, LOGIN_FAILURES
 
 logger = logging.getLogger(__name__)
 
 
-class AuthService:
+class AccountService:
     def __init__(
         self,
         *,
@@ -42,9 +43,8 @@ class AuthService:
         *,
         email: str | None,
         password_hash: str | None,
-        profile: dict[str, Any],
+        profile: NewProfile,
         yandex_id: str | None = None,
-        duplicate_key: str = "email_taken",
     ) -> int:
         """Registration spans two services; this is its saga.
 
@@ -60,16 +60,17 @@ class AuthService:
                     conn, email=email, password_hash=password_hash, yandex_id=yandex_id
                 )
         except IntegrityError as exc:
-            raise AppError(409, duplicate_key) from exc
+            # The email's unique key (or the Yandex id's) refused it.
+            raise EmailTaken() from exc
         try:
             await self.users.create_user(user_id, profile)
-        except UsernameTaken as exc:
+        except UsernameRefused as exc:
             await self._forget(user_id, profile_created=False)
-            raise AppError(409, "username_taken") from exc
+            raise UsernameTaken() from exc
         except UsersUnavailable as exc:
             logger.warning("users service unavailable during registration", extra={"error": str(exc)})
             await self._forget(user_id, profile_created=exc.sent)
-            raise AppError(503, "service_unavailable") from exc
+            raise ServiceUnavailable() from exc
         async with self.engine.begin() as conn:
             await repository.activate(conn, user_id)
         return user_id
@@ -95,7 +96,7 @@ class AuthService:
         locale: Language,
     ) -> int:
         password_hash = await self.passwords.hash(password)
-        profile = {
+        profile: NewProfile = {
             "username": username,
             "description": description or "",
             "status": status or "",
@@ -109,19 +110,20 @@ class AuthService:
             failures, window_start = await repository.login_failures_in_window(
                 conn, email, self.login_failure_window
             )
-            row = await repository.active_by_email(conn, email)
+            account = await repository.active_by_email(conn, email)
         if failures >= self.login_max_failures:
             # Counted per email whether or not it is registered, so the brake reveals nothing.
             retry_after = window_start + self.login_failure_window - datetime.now(UTC)
-            seconds = max(1, int(retry_after.total_seconds()) + 1)
-            raise AppError(429, "too_many_requests", headers={"Retry-After": str(seconds)})
-        password_hash = row["password_hash"] if row else None
+            LOGIN_BRAKE_HITS.inc()
+            raise TooManyRequests(retry_after.total_seconds())
+        password_hash = account.password_hash if account else None
         # Unknown email, wrong password and a password-less (Yandex-only) account all verify a
         # hash and fail the same way, so neither the body nor the timing tells them apart.
-        if not await self.passwords.verify(password_hash, password) or row is None:
+        if not await self.passwords.verify(password_hash, password) or account is None:
             async with self.engine.begin() as conn:
                 await repository.record_login_failure(conn, email, self.login_failure_window)
-            raise AppError(401, "invalid_credentials")
+            LOGIN_FAILURES.inc()
+            raise InvalidCredentials()
         assert password_hash is not None
         if failures:
             async with self.engine.begin() as conn:
@@ -129,8 +131,14 @@ class AuthService:
         if self.passwords.needs_rehash(password_hash):
             new_hash = await self.passwords.hash(password)
             async with self.engine.begin() as conn:
-                await repository.set_password_hash(conn, row["user_id"], new_hash)
-        return self.issuer.issue(int(row["user_id"]))
+                await repository.set_password_hash(conn, account.user_id, new_hash)
+        return self.issuer.issue(account.user_id)
+
+    async def login_with_yandex_id(self, yandex_id: str) -> str | None:
+        """A token for the active account registered with this Yandex id; None when there is none."""
+        async with self.engine.connect() as conn:
+            user_id = await repository.active_by_yandex_id(conn, yandex_id)
+        return self.issuer.issue(user_id) if user_id is not None else None
 
     async def logout(self, token: str) -> None:
         claims = self.issuer.verifier.verify(token)

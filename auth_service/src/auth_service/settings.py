@@ -3,7 +3,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from auth_service.ticket_settings import QrTicketSettings
+from auth_service.qr.settings import QrTicketSettings
 from common.settings import DatabaseSettings, TokenSettings, read_secret, refuse_placeholder
 
 

@@ -1,12 +1,22 @@
 """The users service's internal API, as the auth service calls it during registration."""
 
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import httpx
 
 
-class UsernameTaken(Exception):
-    pass
+class NewProfile(TypedDict):
+    """The body of `PUT /internal/users/{id}` (the users service's `NewUser`)."""
+
+    username: str
+    locale: str
+    description: NotRequired[str]
+    status: NotRequired[str]
+    avatar_url: NotRequired[str | None]
+
+
+class UsernameRefused(Exception):
+    """The users service already has a profile with this username."""
 
 
 class UsersUnavailable(Exception):
@@ -20,7 +30,7 @@ class UsersClient:
     def __init__(self, http: httpx.AsyncClient) -> None:
         self._http = http
 
-    async def create_user(self, user_id: int, profile: dict[str, Any]) -> None:
+    async def create_user(self, user_id: int, profile: NewProfile) -> None:
         try:
             response = await self._http.put(f"/internal/users/{user_id}", json=profile)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -31,7 +41,7 @@ class UsersClient:
             # The internal address reached no instance: the request changed nothing.
             raise UsersUnavailable("no users instance is reachable", sent=False)
         if response.status_code == 409:
-            raise UsernameTaken(profile.get("username"))
+            raise UsernameRefused(profile["username"])
         if response.status_code not in (200, 201):
             raise UsersUnavailable(f"users service answered {response.status_code}")
 

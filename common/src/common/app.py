@@ -1,15 +1,20 @@
 """The FastAPI shell every service shares: docs under its own prefix, /healthz, errors, logs."""
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 
 from common.errors import install_error_handlers
+from common.health import Readiness
 from common.logs import AccessLogMiddleware
+from common.metrics import MetricsMiddleware, metrics_response
 from common.surrogates import RejectUnpairedSurrogates
 
-Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+# The lifespan yields the typed state every request sees as `request.state` (see common.state).
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Mapping[str, Any]]]
 
 
 def build_app(
@@ -34,15 +39,27 @@ def build_app(
     install_error_handlers(app)
     app.add_middleware(RejectUnpairedSurrogates)
     app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(MetricsMiddleware)
 
+    # Probes and metrics live outside the service's prefix: nginx never routes them.
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        """200 when every dependency answers (the lifespan state's `readiness`), else 503."""
+        readiness = getattr(request.state, "readiness", None)
+        checks = await readiness.check() if isinstance(readiness, Readiness) else {}
+        ready = all(state == "ok" for state in checks.values())
+        return JSONResponse(
+            {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        return metrics_response(request)
+
     for router in routers:
         app.include_router(router)
     return app
-
-
-async def noop_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    yield

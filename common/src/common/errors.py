@@ -1,66 +1,180 @@
-"""One error type that carries a status code and a message key, and the handlers that render it."""
+"""Typed errors: one class per failure, each with a status, a stable `code` and its messages.
+
+A service raises `ChatNotFound()`; the handler renders `{"detail": <message in the caller's
+language>, "code": "chat_not_found"}` with the class's status. Code catches failures by type,
+never by string, and a route documents its errors with `error_responses(ChatNotFound, ...)`, so
+the OpenAPI document lists exactly what the route can answer. Errors every service shares live
+here; a service's own live in its `errors.py`.
+"""
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from common.i18n import pick_language, translate
+from common.i18n import Language, pick_language
 
 logger = logging.getLogger("common.errors")
 
 
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message in every language a client may ask for."""
+
+    en: str
+    ru: str
+
+    def in_language(self, language: Language) -> str:
+        return self.ru if language == "ru" else self.en
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: `detail` for people (translated), `code` for programs (stable)."""
+
+    detail: str
+    code: str
+
+
 class AppError(Exception):
-    """An expected failure a client caused or can act on; always rendered as a 4xx/5xx JSON body."""
+    """An expected failure a client caused or can act on. Subclasses set the class attributes."""
 
-    def __init__(
-        self,
-        status_code: int,
-        message_key: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message_key)
-        self.status_code = status_code
-        self.message_key = message_key
-        self.headers = dict(headers or {})
+    status_code: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    message: ClassVar[Message] = Message("Bad request", "Некорректный запрос")
+    # Headers every instance carries (e.g. WWW-Authenticate on a 401).
+    default_headers: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, reason: str = "", *, headers: Mapping[str, str] | None = None) -> None:
+        # `reason` is for logs and tracebacks only; a client sees `message` and `code`.
+        super().__init__(reason or self.code)
+        self.headers = {**self.default_headers, **(headers or {})}
+
+    def body(self, language: Language) -> dict[str, Any]:
+        """The JSON answer; subclasses may add fields (a 429 adds `retry_after`)."""
+        return {"detail": self.message.in_language(language), "code": self.code}
 
 
-def not_authenticated() -> AppError:
-    return AppError(401, "not_authenticated", headers={"WWW-Authenticate": "Bearer"})
+# ---- errors more than one service raises ------------------------------------------------------
+class NotAuthenticated(AppError):
+    status_code = 401
+    code = "not_authenticated"
+    message = Message("Not authenticated", "Требуется авторизация")
+    default_headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": "Bearer"}
 
 
-def invalid_token() -> AppError:
-    return AppError(401, "invalid_token", headers={"WWW-Authenticate": "Bearer"})
+class InvalidToken(AppError):
+    status_code = 401
+    code = "invalid_token"
+    message = Message("Invalid or expired token", "Недействительный или просроченный токен")
+    default_headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": "Bearer"}
+
+
+class UserNotFound(AppError):
+    status_code = 404
+    code = "user_not_found"
+    message = Message("User not found", "Пользователь не найден")
+
+
+class UsernameTaken(AppError):
+    """Raised by the users service (unique username) and by the auth service's sign-up saga."""
+
+    status_code = 409
+    code = "username_taken"
+    message = Message("Username is already taken", "Имя пользователя уже занято")
+
+
+class TooManyRequests(AppError):
+    """Refused for now; `retry_after` seconds is when asking again can succeed."""
+
+    status_code = 429
+    code = "too_many_requests"
+    message = Message("Too many requests", "Слишком много запросов")
+
+    def __init__(self, retry_after: float, *, headers: Mapping[str, str] | None = None) -> None:
+        # Retry-After takes whole seconds: round up, so a client that obeys it is not refused again.
+        whole = max(1, int(retry_after) + (retry_after % 1 > 0))
+        super().__init__(headers={"Retry-After": str(whole), **(headers or {})})
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(AppError):
+    status_code = 503
+    code = "service_unavailable"
+    message = Message(
+        "A backing service is unavailable, try again later",
+        "Внутренний сервис недоступен, повторите позже",
+    )
+    default_headers: ClassVar[Mapping[str, str]] = {"Retry-After": "5"}
+
+
+# Answers the framework itself makes (unknown path, wrong method, a crash), with their codes.
+NOT_FOUND = Message("Not found", "Не найдено")
+METHOD_NOT_ALLOWED = Message("Method not allowed", "Метод не поддерживается")
+INTERNAL_ERROR = Message("Internal server error", "Внутренняя ошибка сервера")
+VALIDATION_ERROR_CODE = "validation_error"
+
+
+def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses=`: each status it can answer, with every code it can carry there."""
+    by_status: dict[int, list[type[AppError]]] = {}
+    for error in errors:
+        by_status.setdefault(error.status_code, []).append(error)
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status, group in sorted(by_status.items()):
+        responses[status] = {
+            "model": ErrorBody,
+            "description": "; ".join(f"`{error.code}`: {error.message.en}" for error in group),
+            "content": {
+                "application/json": {
+                    "examples": {
+                        error.code: {"value": {"detail": error.message.en, "code": error.code}}
+                        for error in group
+                    }
+                }
+            },
+        }
+    return responses
+
+
+def _language(request: Request) -> Language:
+    return pick_language(request.headers.get("accept-language"))
 
 
 async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    language = pick_language(request.headers.get("accept-language"))
-    return JSONResponse(
-        {"detail": translate(exc.message_key, language)},
-        status_code=exc.status_code,
-        headers=exc.headers,
-    )
+    return JSONResponse(exc.body(_language(request)), status_code=exc.status_code, headers=exc.headers)
 
 
 async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    detail = exc.detail
-    if exc.status_code == 404 and detail == "Not Found":
-        detail = translate("not_found", pick_language(request.headers.get("accept-language")))
-    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+    language = _language(request)
+    detail: Any = exc.detail
+    if exc.status_code == 404:
+        code = "not_found"
+        if detail == "Not Found":
+            detail = NOT_FOUND.in_language(language)
+    elif exc.status_code == 405:
+        code = "method_not_allowed"
+        if detail == "Method Not Allowed":
+            detail = METHOD_NOT_ALLOWED.in_language(language)
+    else:
+        code = f"http_{exc.status_code}"
+    return JSONResponse({"detail": detail, "code": code}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", extra={"path": request.url.path})
-    language = pick_language(request.headers.get("accept-language"))
-    return JSONResponse({"detail": translate("internal_error", language)}, status_code=500)
+    return JSONResponse(
+        {"detail": INTERNAL_ERROR.in_language(_language(request)), "code": "internal_error"},
+        status_code=500,
+    )
 
 
 def _printable(value: Any) -> Any:
@@ -76,7 +190,10 @@ def _printable(value: Any) -> Any:
 
 async def _validation_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse({"detail": _printable(jsonable_encoder(exc.errors()))}, status_code=422)
+    return JSONResponse(
+        {"detail": _printable(jsonable_encoder(exc.errors())), "code": VALIDATION_ERROR_CODE},
+        status_code=422,
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

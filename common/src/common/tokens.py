@@ -6,7 +6,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from common.errors import invalid_token, not_authenticated
+from common.errors import InvalidToken, NotAuthenticated
+from common.ids import parse_id
 
 ALGORITHM = "EdDSA"
 REQUIRED_CLAIMS = ("sub", "exp", "iat", "iss", "aud", "jti")
@@ -24,17 +25,17 @@ class AccessClaims:
 def token_from_authorization(header: str | None) -> str:
     """`Bearer <token>` or a bare `<token>` (older clients send it that way)."""
     if header is None or not header.strip():
-        raise not_authenticated()
+        raise NotAuthenticated()
     value = header.strip()
     if value.lower() == "bearer":
-        raise not_authenticated()
+        raise NotAuthenticated()
     scheme, _, rest = value.partition(" ")
     if rest and scheme.lower() == "bearer":
         value = rest.strip()
     elif rest:
-        raise invalid_token()
+        raise InvalidToken()
     if not value or len(value) > MAX_TOKEN_LENGTH:
-        raise invalid_token()
+        raise InvalidToken()
     return value
 
 
@@ -63,10 +64,9 @@ class TokenVerifier:
                 leeway=TOKEN_LEEWAY_SECONDS,
             )
         except jwt.PyJWTError as exc:
-            raise invalid_token() from exc
+            raise InvalidToken() from exc
         subject, jti, expires_at = claims.get("sub"), claims.get("jti"), claims.get("exp")
-        if not isinstance(subject, str) or not subject.isdigit() or len(subject) > 18:
-            raise invalid_token()
-        if not isinstance(jti, str) or not jti or not isinstance(expires_at, int):
-            raise invalid_token()
-        return AccessClaims(user_id=int(subject), jti=jti, expires_at=expires_at)
+        user_id = parse_id(subject) if isinstance(subject, str) else None
+        if user_id is None or not isinstance(jti, str) or not jti or not isinstance(expires_at, int):
+            raise InvalidToken()
+        return AccessClaims(user_id=user_id, jti=jti, expires_at=expires_at)

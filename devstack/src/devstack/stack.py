@@ -9,6 +9,7 @@ tests inside the test session."""
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from devstack.config import REPO_ROOT, ServiceDef, StackConfig, port_is_free, se
 from devstack.console import Console
 from devstack.errors import StackError
 from devstack.keys import ensure_secret, ensure_signing_keys
+from devstack.migrations import MigrationError, migrate
 from devstack.nginx import FAIL_TIMEOUT_SECONDS, Nginx
 from devstack.postgres import PrivatePostgres
 from devstack.redis import PrivateRedis, redis_ping
@@ -49,6 +51,16 @@ STOP_TIMEOUT_SECONDS = 20.0
 def backoff_delay(failures: int) -> float:
     """Seconds before restarting a process that has exited `failures` times in quick succession."""
     return min(BACKOFF_CAP_SECONDS, 2.0**failures)
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """One instance of a service, as `Stack.services()` lists them."""
+
+    name: str  # gateway1, ...
+    service: str  # gateway
+    app: str
+    port: int
 
 
 @dataclass
@@ -142,10 +154,13 @@ class Stack:
     def instance_url(self, instance: str) -> str:
         return f"http://127.0.0.1:{self.config.ports[instance]}"
 
+    def _workers(self, spec: ServiceDef) -> int:
+        return 1 if spec.websocket else self.config.workers
+
     def _service_command(self, spec: ServiceDef, port: int) -> list[str]:
         # A websocket instance keeps its sessions in its process, and nginx routes to an instance,
         # not a worker: websocket instances always run one worker (scale them with instances).
-        workers = 1 if spec.websocket else self.config.workers
+        workers = self._workers(spec)
         return [
             sys.executable, "-m", "uvicorn", spec.app, "--factory",
             "--host", "127.0.0.1", "--port", str(port),
@@ -181,8 +196,23 @@ class Stack:
     def instances_of(self, name: str) -> list[str]:
         return self.config.instances_of(name)
 
+    def services(self) -> list[InstanceSpec]:
+        """Every instance of every service, with its loopback port."""
+        return [
+            InstanceSpec(instance, spec.name, spec.app, self.config.ports[instance])
+            for spec in self.config.services()
+            for instance in self.config.instances_of(spec.name)
+        ]
+
     def _spawn(self, item: Managed) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if item.spec is not None and self._workers(item.spec) > 1:
+            # Several workers: prometheus_client adds up their samples from one folder per
+            # instance, emptied before each start.
+            metrics_dir = self.config.data_dir / "metrics" / item.name
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            item.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         log_path = self.log_dir / f"{item.name}.log"
         stdout: int | IO[bytes]
         stdout = subprocess.PIPE if self.foreground else log_path.open("ab")
@@ -209,23 +239,13 @@ class Stack:
         item.restart_at = None
 
     def migrate(self) -> None:
-        env = {**os.environ, "DATABASE_URL": self.database_url or "", "REDIS_URL": self.redis_url or ""}
-        for spec in self.config.services():
-            if not spec.migrations:
-                continue
-            started = time.monotonic()
-            result = subprocess.run(
-                [sys.executable, "-m", "alembic", "-c", str(REPO_ROOT / spec.package / "alembic.ini"),
-                 "upgrade", "head"],
-                env=env, cwd=REPO_ROOT / spec.package, capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            if result.returncode != 0:
-                raise StackError(
-                    f"migrations of {spec.package} failed:\n{(result.stdout + result.stderr).strip()}\n"
-                    f"What to do: fix the migration (alembic -c {spec.package}/alembic.ini), or start "
-                    "from an empty database (`make clean`)."
-                )
-            self.console.step_detail(f"{spec.package} at head ({time.monotonic() - started:.1f} s)")
+        try:
+            migrate(
+                self.database_url or "",
+                lambda package, seconds: self.console.step_detail(f"{package} at head ({seconds:.1f} s)"),
+            )
+        except MigrationError as exc:
+            raise StackError(str(exc)) from exc
 
     def check_ports(self) -> None:
         """Every port the stack will listen on must be free: fail at once, naming the setting."""

@@ -1,12 +1,14 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
 from fastapi import FastAPI
 
 from common.app import build_app
-from common.db import make_engine, plain_database_url
+from common.db import make_pool
+from common.health import Readiness, database_check
 from common.logs import configure_logging
+from common.metrics import asyncpg_pool_stats, sampling_pool
+from private_chat_service.dependencies import State
 from private_chat_service.routes import router
 from private_chat_service.service import PrivateChatService
 from private_chat_service.settings import PrivateChatSettings
@@ -17,31 +19,23 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
     configure_logging("private_chat", settings.log_level, settings.log_format)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.settings = settings
-        engine = make_engine(
-            settings.database_url, pool_size=settings.db_pool_size, application_name="private_chat"
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        pool = await make_pool(
+            settings.database_url, size=settings.db_pool_size, application_name="private_chat"
         )
-        app.state.engine = engine
-        # min_size=0: connects on first use, like the SQLAlchemy pool (no start-up dependency).
-        pool = await asyncpg.create_pool(
-            plain_database_url(settings.database_url),
-            min_size=0,
-            max_size=settings.db_pool_size,
-            server_settings={"application_name": "private_chat"},
-        )
-        app.state.service = PrivateChatService(engine, pool)
         try:
-            yield
+            async with sampling_pool(asyncpg_pool_stats(pool)):
+                yield {
+                    "service": PrivateChatService(pool),
+                    "readiness": Readiness(database=database_check(pool)),
+                }
         finally:
             await pool.close()
-            await engine.dispose()
 
-    app = build_app(
+    return build_app(
         title="Private chat service",
         prefix="/private",
         description="One-to-one chats and their messages.",
         lifespan=lifespan,
         routers=[router],
     )
-    return app

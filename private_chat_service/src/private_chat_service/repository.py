@@ -1,31 +1,26 @@
-"""Every SQL statement of the private chat service."""
+"""Every SQL statement of the private chat service, run on asyncpg (see common.db for why).
+
+Parameters are cast to their types in the text, so each statement prepares the same way on
+every connection and its cached (generic) plan is the one the plan tests check.
+"""
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import NamedTuple
 
-import asyncpg
-from sqlalchemy import (
-    BigInteger,
-    Select,
-    bindparam,
-    case,
-    exists,
-    func,
-    literal,
-    or_,
-    select,
-    union_all,
-    update,
-)
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import BindParameter
+from common.db import Executor
 
-from private_chat_service.models import chats, messages, public_profiles
-
-# A profile the users service no longer has still renders as a user object.
+# A profile the users service no longer has still renders as a user object with this name.
 MISSING_USERNAME = "deleted"
+
+# A user object (API.md) built in SQL from a `profile` row of users.public_profiles, for event
+# payloads written in the statement that makes the change.
+USER_OBJECT_SQL = (
+    "jsonb_build_object('id', {id}, 'username', coalesce(profile.username, 'deleted'),"
+    " 'avatar_url', profile.avatar_url)"
+)
+# Timestamps in event payloads are written as the API writes them: ISO 8601 UTC with `Z`.
+TIMESTAMP_JSON_SQL = """to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,189 +33,179 @@ class Members:
         return user_id in (self.user_low, self.user_high)
 
 
-async def profile_exists(conn: AsyncConnection, user_id: int) -> bool:
-    statement = select(literal(1)).select_from(public_profiles).where(public_profiles.c.id == user_id)
-    return (await conn.execute(statement)).first() is not None
+class PageRow(NamedTuple):
+    id: int
+    text: str
+    answer_id: int | None
+    chat_id: int
+    owner_id: int
+    created_at: datetime
+    username: str
+    avatar_url: str | None
 
 
-async def get_or_create_chat(conn: AsyncConnection, *, starter_id: int, recipient_id: int) -> int:
-    """The chat of the unordered pair, created when missing.
+class ChatInfoRow(NamedTuple):
+    id: int
+    created_at: datetime
+    last_activity_at: datetime
+    starter_id: int
+    recipient_id: int
+    starter_username: str
+    starter_avatar_url: str | None
+    recipient_username: str
+    recipient_avatar_url: str | None
 
-    Concurrent callers for one pair meet on the unique pair key: the loser's insert waits for
-    the winner's transaction and then does nothing, and the follow-up read (a new snapshot under
-    READ COMMITTED) sees the winner's row.
-    """
-    low, high = sorted((starter_id, recipient_id))
-    created = await conn.execute(
-        insert(chats)
-        .values(user_low=low, user_high=high, starter_id=starter_id)
-        .on_conflict_do_nothing(index_elements=[chats.c.user_low, chats.c.user_high])
-        .returning(chats.c.id)
+
+class ChatListRow(NamedTuple):
+    id: int
+    last_activity_at: datetime
+    companion_id: int
+    username: str
+    avatar_url: str | None
+
+
+PROFILE_EXISTS_SQL = "SELECT 1 FROM users.public_profiles WHERE id = $1::bigint"
+
+
+async def profile_exists(db: Executor, user_id: int) -> bool:
+    return await db.fetchval(PROFILE_EXISTS_SQL, user_id) is not None
+
+
+# Concurrent callers for one pair meet on the unique pair key: the loser's insert waits for the
+# winner's transaction and then does nothing, and the follow-up read (a new snapshot under READ
+# COMMITTED; a CTE would share the insert's old one) sees the winner's row. A chat that is really
+# created announces itself to both members (CHAT_CREATE, one outbox row each: the companion
+# differs), in the same statement.
+CREATE_CHAT_SQL = f"""
+    WITH created AS (
+        INSERT INTO private_chat.chats (user_low, user_high, starter_id)
+        VALUES ($1::bigint, $2::bigint, $3::bigint)
+        ON CONFLICT (user_low, user_high) DO NOTHING
+        RETURNING id, user_low, user_high
+    ), announced AS (
+        INSERT INTO private_chat.outbox (chat_id, kind, recipients, payload)
+        SELECT created.id, 'CHAT_CREATE', ARRAY[member.user_id],
+               jsonb_build_object(
+                   'id', created.id, 'companion', {USER_OBJECT_SQL.format(id="member.companion_id")})
+        FROM created
+        CROSS JOIN LATERAL (
+            VALUES (created.user_low, created.user_high), (created.user_high, created.user_low)
+        ) AS member(user_id, companion_id)
+        LEFT JOIN users.public_profiles AS profile ON profile.id = member.companion_id
     )
-    chat_id = created.scalar_one_or_none()
+    SELECT id FROM created
+"""  # noqa: S608 (only the constant fragments above are formatted in)
+PAIR_CHAT_SQL = "SELECT id FROM private_chat.chats WHERE user_low = $1::bigint AND user_high = $2::bigint"
+
+
+async def get_or_create_chat(db: Executor, *, starter_id: int, recipient_id: int) -> int:
+    """The chat of the unordered pair, created when missing."""
+    low, high = sorted((starter_id, recipient_id))
+    chat_id = await db.fetchval(CREATE_CHAT_SQL, low, high, starter_id)
     if chat_id is None:
-        existing = await conn.execute(
-            select(chats.c.id).where(chats.c.user_low == low, chats.c.user_high == high)
-        )
-        chat_id = existing.scalar_one()
+        chat_id = await db.fetchval(PAIR_CHAT_SQL, low, high)
     return int(chat_id)
 
 
-async def get_members(conn: AsyncConnection, chat_id: int) -> Members | None:
-    statement = select(chats.c.starter_id, chats.c.user_low, chats.c.user_high).where(chats.c.id == chat_id)
-    row = (await conn.execute(statement)).first()
-    return Members(int(row.starter_id), int(row.user_low), int(row.user_high)) if row else None
+MEMBERS_SQL = "SELECT starter_id, user_low, user_high FROM private_chat.chats WHERE id = $1::bigint"
 
 
-async def touch_chat_as_member(conn: AsyncConnection, chat_id: int, user_id: int) -> datetime | None:
-    """Record activity on a chat the user belongs to, and hold its row lock until commit.
-
-    The lock serialises the sends of one chat, so message ids in a chat grow in commit order:
-    a client that polls with `after=<last id seen>` never skips a message committed later.
-    Returns the new activity time (never earlier than the previous one), which the message
-    takes as its `created_at`; None when the chat is missing or the user is not a member
-    (nothing was changed).
-    """
-    statement = (
-        update(chats)
-        .where(chats.c.id == chat_id, or_(chats.c.user_low == user_id, chats.c.user_high == user_id))
-        .values(last_activity_at=func.greatest(chats.c.last_activity_at, func.clock_timestamp()))
-        .returning(chats.c.last_activity_at)
-    )
-    activity: datetime | None = (await conn.execute(statement)).scalar_one_or_none()
-    return activity
+async def get_members(db: Executor, chat_id: int) -> Members | None:
+    row = await db.fetchrow(MEMBERS_SQL, chat_id)
+    return Members(row[0], row[1], row[2]) if row is not None else None
 
 
-async def message_in_chat(conn: AsyncConnection, chat_id: int, message_id: int) -> bool:
-    statement = (
-        select(literal(1))
-        .select_from(messages)
-        .where(messages.c.chat_id == chat_id, messages.c.id == message_id)
-    )
-    return (await conn.execute(statement)).first() is not None
-
-
-async def insert_message(
-    conn: AsyncConnection,
-    *,
-    chat_id: int,
-    owner_id: int,
-    text: str,
-    answer_id: int | None,
-    created_at: datetime,
-) -> int:
-    statement = (
-        insert(messages)
-        .values(
-            chat_id=chat_id,
-            owner_id=owner_id,
-            text=text,
-            answer_id=answer_id,
-            created_at=created_at,
-        )
-        .returning(messages.c.id)
-    )
-    return int((await conn.execute(statement)).scalar_one())
-
-
-# The send path in one statement (one round trip, its own transaction): touch the chat as a member
-# (the row lock serialises the chat's sends, as in touch_chat_as_member) and insert. A reply target
-# that is not a message of this chat makes the UPDATE match nothing, so nothing at all is written.
-# asyncpg's $n parameters: the hot path runs it on asyncpg directly.
-ADD_MESSAGE_AS_MEMBER_SQL = """
+# The send rule, in one statement (one round trip; its own transaction unless run inside one):
+# touch the chat as a member, insert the message and its MESSAGE_CREATE outbox row. The UPDATE is
+# the membership and reply check and takes the chat row's lock, which serialises the changes of
+# one chat, so message ids and outbox ids in a chat grow in commit order; the message takes its
+# created_at from the chat's new activity time. A reply target that is not a message of this chat
+# makes the UPDATE match nothing: nothing at all is written.
+SEND_SQL = f"""
     WITH touched AS (
         UPDATE private_chat.chats
         SET last_activity_at = greatest(last_activity_at, clock_timestamp())
-        WHERE id = CAST($1 AS bigint)
-          AND (user_low = CAST($2 AS bigint) OR user_high = CAST($2 AS bigint))
-          AND (CAST($4 AS bigint) IS NULL OR EXISTS (
+        WHERE id = $1::bigint
+          AND (user_low = $2::bigint OR user_high = $2::bigint)
+          AND ($4::bigint IS NULL OR EXISTS (
                 SELECT 1 FROM private_chat.messages
-                WHERE chat_id = CAST($1 AS bigint) AND id = CAST($4 AS bigint)))
-        RETURNING id, last_activity_at
+                WHERE chat_id = $1::bigint AND id = $4::bigint))
+        RETURNING id, user_low, user_high, last_activity_at
+    ), sent AS (
+        INSERT INTO private_chat.messages (chat_id, owner_id, text, answer_id, created_at)
+        SELECT id, $2::bigint, $3::text, $4::bigint, last_activity_at
+        FROM touched
+        RETURNING id, chat_id, owner_id, text, answer_id, created_at
+    ), announced AS (
+        INSERT INTO private_chat.outbox (chat_id, kind, recipients, payload)
+        SELECT sent.chat_id, 'MESSAGE_CREATE', ARRAY[touched.user_low, touched.user_high],
+               jsonb_build_object(
+                   'id', sent.id, 'text', sent.text, 'answer', sent.answer_id, 'chat_id', sent.chat_id,
+                   'message_owner', {USER_OBJECT_SQL.format(id="sent.owner_id")},
+                   'created_at', {TIMESTAMP_JSON_SQL.format(column="sent.created_at")},
+                   'edited_at', NULL)
+        FROM sent
+        CROSS JOIN touched
+        LEFT JOIN users.public_profiles AS profile ON profile.id = sent.owner_id
     )
-    INSERT INTO private_chat.messages (chat_id, owner_id, text, answer_id, created_at)
-    SELECT id, CAST($2 AS bigint), CAST($3 AS text), CAST($4 AS bigint), last_activity_at
-    FROM touched
-    RETURNING id
-"""
+    SELECT id FROM sent
+"""  # noqa: S608 (only the constant fragments above are formatted in)
 
 
-async def add_message_as_member(
-    pool: asyncpg.Pool, *, chat_id: int, user_id: int, text: str, answer_id: int | None
+async def send_as_member(
+    db: Executor, *, chat_id: int, user_id: int, text: str, answer_id: int | None
 ) -> int | None:
     """The new message's id; None when nothing was written (no such chat, not a member, or a
-    reply target outside the chat). Plain asyncpg: SQLAlchemy was about a third of the service's
-    CPU per send in profiles."""
-    message_id = await pool.fetchval(ADD_MESSAGE_AS_MEMBER_SQL, chat_id, user_id, text, answer_id)
+    reply target outside the chat)."""
+    message_id = await db.fetchval(SEND_SQL, chat_id, user_id, text, answer_id)
     return int(message_id) if message_id is not None else None
 
 
-# Values or bind parameters (the service's statements are built once with bind parameters).
-IntArg = int | BindParameter[int]
+def _page_sql(*, before: bool, after: bool) -> str:
+    """One page, newest first, with each owner's user object joined in and the member check riding
+    along (an uncorrelated EXISTS, evaluated once): one round trip.
 
-
-def messages_page_query(
-    chat_id: IntArg, *, limit: IntArg, offset: IntArg, before: IntArg | None, after: IntArg | None
-) -> Select[Any]:
-    """One page, newest first, with each owner's user object joined in (one query).
-
-    The inner select is a range scan of messages_pkey (chat_id, id): backward from the newest
-    (or from `before`), or forward from `after` (the next page toward the present).
+    The inner select is a range scan of messages_pkey (chat_id, id): backward from the newest (or
+    from `before`), or forward from `after` (the next page toward the present). Parameters: $1
+    chat, $2 user, $3 limit, $4 offset, then `before` and/or `after`.
     """
-    page = select(
-        messages.c.id,
-        messages.c.text,
-        messages.c.answer_id,
-        messages.c.chat_id,
-        messages.c.owner_id,
-        messages.c.created_at,
-    ).where(messages.c.chat_id == chat_id)
-    if before is not None:
-        page = page.where(messages.c.id < before)
-    if after is not None:
-        page = page.where(messages.c.id > after).order_by(messages.c.id.asc())
-    else:
-        page = page.order_by(messages.c.id.desc())
-    inner = page.limit(limit).offset(offset).subquery("page")
-    return (
-        select(
-            inner.c.id,
-            inner.c.text,
-            inner.c.answer_id,
-            inner.c.chat_id,
-            inner.c.owner_id,
-            inner.c.created_at,
-            func.coalesce(public_profiles.c.username, MISSING_USERNAME).label("username"),
-            public_profiles.c.avatar_url,
-        )
-        .select_from(inner.outerjoin(public_profiles, public_profiles.c.id == inner.c.owner_id))
-        .order_by(inner.c.id.desc())
-    )
+    conditions = ["chat_id = $1::bigint"]
+    cursor = 5
+    if before:
+        conditions.append(f"id < ${cursor}::bigint")
+        cursor += 1
+    if after:
+        conditions.append(f"id > ${cursor}::bigint")
+    direction = "ASC" if after else "DESC"
+    # Only the fixed fragments above are formatted in: no value ever is.
+    return f"""
+    SELECT page.id, page.text, page.answer_id, page.chat_id, page.owner_id, page.created_at,
+           coalesce(profile.username, 'deleted'), profile.avatar_url
+    FROM (
+        SELECT id, text, answer_id, chat_id, owner_id, created_at
+        FROM private_chat.messages
+        WHERE {" AND ".join(conditions)}
+        ORDER BY id {direction}
+        LIMIT $3::bigint OFFSET $4::bigint
+    ) AS page
+    LEFT JOIN users.public_profiles AS profile ON profile.id = page.owner_id
+    WHERE EXISTS (
+        SELECT 1 FROM private_chat.chats
+        WHERE id = $1::bigint AND (user_low = $2::bigint OR user_high = $2::bigint))
+    ORDER BY page.id DESC
+    """  # noqa: S608
 
 
-def _member_page_statement(cursor: str | None) -> Select[Any]:
-    """messages_page_query with bind parameters (built once per cursor kind, not per request),
-    answering rows only when :user_id is a member of the chat: the member check rides along in the
-    same round trip (an uncorrelated EXISTS, evaluated once)."""
-    chat_id = bindparam("chat_id", type_=BigInteger)
-    user_id = bindparam("user_id", type_=BigInteger)
-    member = exists().where(
-        chats.c.id == chat_id, or_(chats.c.user_low == user_id, chats.c.user_high == user_id)
-    )
-    return messages_page_query(
-        chat_id,
-        limit=bindparam("limit", type_=BigInteger),
-        offset=bindparam("offset", type_=BigInteger),
-        before=bindparam("before", type_=BigInteger) if cursor in ("before", "between") else None,
-        after=bindparam("after", type_=BigInteger) if cursor in ("after", "between") else None,
-    ).where(member)
-
-
-_MEMBER_PAGE = {cursor: _member_page_statement(cursor) for cursor in (None, "before", "after", "between")}
+# Keyed by (before given, after given): four statements, each prepared once per connection.
+PAGE_SQL = {
+    (before, after): _page_sql(before=before, after=after)
+    for before in (False, True)
+    for after in (False, True)
+}
 
 
 async def member_messages_page(
-    conn: AsyncConnection,
+    db: Executor,
     chat_id: int,
     user_id: int,
     *,
@@ -228,83 +213,54 @@ async def member_messages_page(
     offset: int,
     before: int | None,
     after: int | None,
-) -> list[tuple[Any, ...]]:
-    """Rows (id, text, answer_id, chat_id, owner_id, created_at, username, avatar_url), newest
-    first; empty when the chat is missing, not the user's, or has no such page."""
-    params: dict[str, Any] = {"chat_id": chat_id, "user_id": user_id, "limit": limit, "offset": offset}
-    if before is not None:
-        params["before"] = before
-    if after is not None:
-        params["after"] = after
-    cursor = {(False, False): None, (True, False): "before", (False, True): "after"}.get(
-        (before is not None, after is not None), "between"
-    )
-    return [tuple(row) for row in await conn.execute(_MEMBER_PAGE[cursor], params)]
+) -> list[PageRow]:
+    """Newest first; empty when the chat is missing, not the user's, or has no such page."""
+    cursors = [value for value in (before, after) if value is not None]
+    sql = PAGE_SQL[(before is not None, after is not None)]
+    return [PageRow._make(row) for row in await db.fetch(sql, chat_id, user_id, limit, offset, *cursors)]
 
 
-async def chat_info(conn: AsyncConnection, chat_id: int) -> dict[str, Any] | None:
-    starter = public_profiles.alias("starter")
-    recipient = public_profiles.alias("recipient")
-    # The recipient is whichever member did not start the chat.
-    recipient_id = case((chats.c.starter_id == chats.c.user_low, chats.c.user_high), else_=chats.c.user_low)
-    statement = (
-        select(
-            chats.c.id,
-            chats.c.created_at,
-            chats.c.last_activity_at,
-            chats.c.starter_id,
-            recipient_id.label("recipient_id"),
-            func.coalesce(starter.c.username, MISSING_USERNAME).label("starter_username"),
-            starter.c.avatar_url.label("starter_avatar_url"),
-            func.coalesce(recipient.c.username, MISSING_USERNAME).label("recipient_username"),
-            recipient.c.avatar_url.label("recipient_avatar_url"),
-        )
-        .select_from(
-            chats.outerjoin(starter, starter.c.id == chats.c.starter_id).outerjoin(
-                recipient, recipient.c.id == recipient_id
-            )
-        )
-        .where(chats.c.id == chat_id)
-    )
-    row = (await conn.execute(statement)).mappings().first()
-    return dict(row) if row else None
+# The recipient is whichever member did not start the chat.
+CHAT_INFO_SQL = """
+    SELECT chat.id, chat.created_at, chat.last_activity_at, chat.starter_id, chat.recipient_id,
+           coalesce(starter.username, 'deleted'), starter.avatar_url,
+           coalesce(recipient.username, 'deleted'), recipient.avatar_url
+    FROM (
+        SELECT id, created_at, last_activity_at, starter_id,
+               CASE WHEN starter_id = user_low THEN user_high ELSE user_low END AS recipient_id
+        FROM private_chat.chats WHERE id = $1::bigint
+    ) AS chat
+    LEFT JOIN users.public_profiles AS starter ON starter.id = chat.starter_id
+    LEFT JOIN users.public_profiles AS recipient ON recipient.id = chat.recipient_id
+"""
 
 
-def chat_list_query(user_id: int, *, limit: int | None, offset: int) -> Select[Any]:
-    """The user's chats, most recent activity first, each with the other member's user object.
-
-    Each half of the union is a backward scan of one per-member index (chats_low_activity,
-    chats_high_activity), cut at `limit + offset`; PostgreSQL merges the two ordered streams
-    (Merge Append), so a page reads about `limit + offset` index entries per side.
-    """
-    halves = []
-    for mine, other in ((chats.c.user_low, chats.c.user_high), (chats.c.user_high, chats.c.user_low)):
-        half = select(chats.c.id, chats.c.last_activity_at, other.label("companion_id")).where(
-            mine == user_id
-        )
-        if limit is not None:
-            half = half.order_by(chats.c.last_activity_at.desc(), chats.c.id.desc()).limit(limit + offset)
-        halves.append(half)
-    both = union_all(*halves).subquery("mine")
-    statement = (
-        select(
-            both.c.id,
-            both.c.last_activity_at,
-            both.c.companion_id,
-            func.coalesce(public_profiles.c.username, MISSING_USERNAME).label("username"),
-            public_profiles.c.avatar_url,
-        )
-        .select_from(both.outerjoin(public_profiles, public_profiles.c.id == both.c.companion_id))
-        .order_by(both.c.last_activity_at.desc(), both.c.id.desc())
-        .offset(offset)
-    )
-    if limit is not None:
-        statement = statement.limit(limit)
-    return statement
+async def chat_info(db: Executor, chat_id: int) -> ChatInfoRow | None:
+    row = await db.fetchrow(CHAT_INFO_SQL, chat_id)
+    return ChatInfoRow._make(row) if row is not None else None
 
 
-async def chat_list(
-    conn: AsyncConnection, user_id: int, *, limit: int | None, offset: int
-) -> list[dict[str, Any]]:
-    statement = chat_list_query(user_id, limit=limit, offset=offset)
-    return [dict(row) for row in (await conn.execute(statement)).mappings()]
+# The user's chats, most recent activity first, each with the other member's user object. Each
+# half of the union is a backward scan of one per-member index (chats_low_activity,
+# chats_high_activity) cut at $2 = limit + offset (NULL: no cut); PostgreSQL merges the two
+# ordered streams (Merge Append), so a page reads about `limit + offset` entries per side.
+CHAT_LIST_SQL = """
+    SELECT mine.id, mine.last_activity_at, mine.companion_id,
+           coalesce(profile.username, 'deleted'), profile.avatar_url
+    FROM (
+        (SELECT id, last_activity_at, user_high AS companion_id FROM private_chat.chats
+         WHERE user_low = $1::bigint ORDER BY last_activity_at DESC, id DESC LIMIT $2::bigint)
+        UNION ALL
+        (SELECT id, last_activity_at, user_low AS companion_id FROM private_chat.chats
+         WHERE user_high = $1::bigint ORDER BY last_activity_at DESC, id DESC LIMIT $2::bigint)
+    ) AS mine
+    LEFT JOIN users.public_profiles AS profile ON profile.id = mine.companion_id
+    ORDER BY mine.last_activity_at DESC, mine.id DESC
+    LIMIT $3::bigint OFFSET $4::bigint
+"""
+
+
+async def chat_list(db: Executor, user_id: int, *, limit: int | None, offset: int) -> list[ChatListRow]:
+    cut = limit + offset if limit is not None else None
+    rows = await db.fetch(CHAT_LIST_SQL, user_id, cut, limit, offset)
+    return [ChatListRow._make(row) for row in rows]

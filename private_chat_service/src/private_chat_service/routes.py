@@ -1,12 +1,14 @@
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel
+from fastapi import APIRouter, Path, Query, Response
 
+from common.errors import NotAuthenticated, UserNotFound, error_responses
 from common.identity import CurrentUserId
+from common.ids import MAX_ID
+from private_chat_service.dependencies import ServiceDep
+from private_chat_service.errors import ChatNotFound, ChatWithSelf, MessageNotFound, NotChatMember
 from private_chat_service.schemas import (
-    MAX_ID,
     AddMessageRequest,
     AddMessageResponse,
     ChatInfo,
@@ -15,7 +17,6 @@ from private_chat_service.schemas import (
     StartChatRequest,
     StartChatResponse,
 )
-from private_chat_service.service import PrivateChatService
 
 
 class JsonBytes(Response):
@@ -28,12 +29,6 @@ class JsonBytes(Response):
         return orjson.dumps(content, option=orjson.OPT_UTC_Z)
 
 
-async def get_service(request: Request) -> PrivateChatService:  # async: no worker-thread hop
-    service: PrivateChatService = request.app.state.service
-    return service
-
-
-Service = Annotated[PrivateChatService, Depends(get_service)]
 ChatId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Cursor = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
@@ -41,38 +36,31 @@ Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
 router = APIRouter(prefix="/private", tags=["private chats"])
 
 
-class Detail(BaseModel):
-    detail: str
-
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Detail, "description": "No or bad token"},
-    403: {"model": Detail, "description": "You are not a member of this chat"},
-    404: {"model": Detail, "description": "Chat (or replied-to message) not found"},
-}
-_START_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": Detail, "description": "recipient_id is yourself"},
-    401: _ERRORS[401],
-    404: {"model": Detail, "description": "Recipient not found"},
-}
+_CHAT_ERRORS = (NotAuthenticated, NotChatMember, ChatNotFound)
 
 # Each path answers with and without the trailing slash (API.md writes some of each); the
 # variant not in API.md is hidden from the docs. A redirect would go through nginx's Host.
 
 
-@router.post("/start-chat/", response_model=StartChatResponse, responses=_START_ERRORS)
+@router.post(
+    "/start-chat/",
+    response_model=StartChatResponse,
+    responses=error_responses(ChatWithSelf, NotAuthenticated, UserNotFound),
+)
 @router.post("/start-chat", response_model=StartChatResponse, include_in_schema=False)
-async def start_chat(body: StartChatRequest, user_id: CurrentUserId, service: Service) -> StartChatResponse:
+async def start_chat(
+    body: StartChatRequest, user_id: CurrentUserId, service: ServiceDep
+) -> StartChatResponse:
     """The chat of you and `recipient_id` (the same one whoever starts it); `text` is added as a message."""
     chat_id, message_id = await service.start_chat(user_id, recipient_id=body.recipient_id, text=body.text)
     return StartChatResponse(chat_id=chat_id, message_id=message_id)
 
 
-@router.get("/chat-list/", response_model=list[ChatListItem], responses={401: _ERRORS[401]})
+@router.get("/chat-list/", response_model=list[ChatListItem], responses=error_responses(NotAuthenticated))
 @router.get("/chat-list", response_model=list[ChatListItem], include_in_schema=False)
 async def chat_list(
     user_id: CurrentUserId,
-    service: Service,
+    service: ServiceDep,
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
     offset: Offset = 0,
 ) -> list[ChatListItem]:
@@ -80,12 +68,12 @@ async def chat_list(
     return await service.chat_list(user_id, limit=limit, offset=offset)
 
 
-@router.get("/{chat_id}/messages", response_model=list[Message], responses=_ERRORS)
+@router.get("/{chat_id}/messages", response_model=list[Message], responses=error_responses(*_CHAT_ERRORS))
 @router.get("/{chat_id}/messages/", response_model=list[Message], include_in_schema=False)
 async def messages(
     chat_id: ChatId,
     user_id: CurrentUserId,
-    service: Service,
+    service: ServiceDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     offset: Offset = 0,
     before: Cursor = None,
@@ -100,16 +88,20 @@ async def messages(
     return JsonBytes(page)
 
 
-@router.get("/{chat_id}/info/", response_model=ChatInfo, responses=_ERRORS)
+@router.get("/{chat_id}/info/", response_model=ChatInfo, responses=error_responses(*_CHAT_ERRORS))
 @router.get("/{chat_id}/info", response_model=ChatInfo, include_in_schema=False)
-async def chat_info(chat_id: ChatId, user_id: CurrentUserId, service: Service) -> ChatInfo:
+async def chat_info(chat_id: ChatId, user_id: CurrentUserId, service: ServiceDep) -> ChatInfo:
     return await service.chat_info(user_id, chat_id)
 
 
-@router.post("/add-message/{chat_id}/", response_model=AddMessageResponse, responses=_ERRORS)
+@router.post(
+    "/add-message/{chat_id}/",
+    response_model=AddMessageResponse,
+    responses=error_responses(*_CHAT_ERRORS, MessageNotFound),
+)
 @router.post("/add-message/{chat_id}", response_model=AddMessageResponse, include_in_schema=False)
 async def add_message(
-    chat_id: ChatId, body: AddMessageRequest, user_id: CurrentUserId, service: Service
+    chat_id: ChatId, body: AddMessageRequest, user_id: CurrentUserId, service: ServiceDep
 ) -> Response:
     message_id = await service.add_message(user_id, chat_id, text=body.text, answer_id=body.message_answer_id)
     return JsonBytes({"detail": "Success add.", "id": message_id})  # AddMessageResponse's shape

@@ -3,7 +3,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-MAX_ID = 2**63 - 1
+from common.ids import MAX_ID
+
 MAX_TEXT_LENGTH = 2000
 
 

@@ -8,7 +8,6 @@ losing an instance loses only its own hubs. Ticket state is the auth service's, 
 import asyncio
 import enum
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +16,6 @@ from starlette.websockets import WebSocket
 
 logger = logging.getLogger(__name__)
 
-CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 MAX_CLIENTS = 2
 
 # Close codes (RFC 6455): 1000 normal, 1008 policy violation, 1009 too big, 1013 try again later.

@@ -5,8 +5,10 @@ import httpx
 from fastapi import FastAPI
 
 from common.app import build_app
+from common.health import Readiness
 from common.logs import configure_logging
 from qr_ws_service.auth_client import AuthClient
+from qr_ws_service.dependencies import State
 from qr_ws_service.hubs import HubRegistry
 from qr_ws_service.logs import redact_client_ids
 from qr_ws_service.routes import internal_router, router
@@ -19,12 +21,16 @@ def create_app(settings: QrWsSettings | None = None) -> FastAPI:
     redact_client_ids()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         timeout = httpx.Timeout(settings.auth_timeout_seconds)
         async with httpx.AsyncClient(base_url=settings.auth_service_url, timeout=timeout) as auth_http:
-            app.state.auth = AuthClient(auth_http)
-            app.state.hubs = HubRegistry(ttl=settings.hub_ttl, max_hubs=settings.max_hubs)
-            yield
+            yield {
+                "settings": settings,
+                "hubs": HubRegistry(ttl=settings.hub_ttl, max_hubs=settings.max_hubs),
+                "auth": AuthClient(auth_http),
+                # No database and no Redis: hubs live in memory; ready whenever it serves.
+                "readiness": Readiness(),
+            }
 
     app = build_app(
         title="QR login websocket service",
@@ -33,5 +39,4 @@ def create_app(settings: QrWsSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         routers=[router, internal_router],
     )
-    app.state.settings = settings
     return app

@@ -5,17 +5,18 @@ import logging
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Request, WebSocket
+from fastapi import APIRouter, HTTPException, WebSocket
 
+from common.metrics import WEBSOCKET_SESSIONS
+from common.rules import CLIENT_ID_RE, MAX_TICKET_LENGTH
 from qr_ws_service.auth_client import AuthClient, AuthUnavailable
+from qr_ws_service.dependencies import AuthDep, HubsDep, SettingsDep
 from qr_ws_service.hubs import (
-    CLIENT_ID_RE,
     MESSAGE_TOO_BIG,
     POLICY_VIOLATION,
     TRY_AGAIN_LATER,
     Client,
     Hub,
-    HubRegistry,
     Refusal,
     TokenBucket,
 )
@@ -24,8 +25,6 @@ from qr_ws_service.settings import QrWsSettings
 
 logger = logging.getLogger(__name__)
 
-MAX_TICKET_LENGTH = 512
-
 router = APIRouter()
 # Not under /auth_events/, so nginx never routes it: tests and operators read it on the loopback port.
 internal_router = APIRouter(prefix="/internal", include_in_schema=False)
@@ -33,13 +32,13 @@ internal_router = APIRouter(prefix="/internal", include_in_schema=False)
 
 @router.websocket("/auth_events/qr_auth/")
 @router.websocket("/auth_events/qr_auth")
-async def qr_auth(websocket: WebSocket) -> None:
-    settings: QrWsSettings = websocket.app.state.settings
-    registry: HubRegistry = websocket.app.state.hubs
+async def qr_auth(websocket: WebSocket, registry: HubsDep, auth: AuthDep, settings: SettingsDep) -> None:
     client_id = websocket.query_params.get("client_id", "")
     client = Client(websocket)
     # Join before the handshake completes, so a client that sees the socket open is in the hub.
     joined = registry.join(client_id, client) if CLIENT_ID_RE.fullmatch(client_id) else None
+    sessions = WEBSOCKET_SESSIONS.labels("qr_hub_client")
+    sessions.inc()
     try:
         await websocket.accept()
         if joined is None:
@@ -52,13 +51,16 @@ async def qr_auth(websocket: WebSocket) -> None:
             await client.send({"op": "try again later"})
             await client.close(TRY_AGAIN_LATER)
         else:
-            await _open(websocket, client, joined, settings)
+            await _open(websocket, client, joined, settings, auth)
     finally:
+        sessions.dec()
         if isinstance(joined, Hub):
             registry.leave(joined, client)
 
 
-async def _open(websocket: WebSocket, client: Client, hub: Hub, settings: QrWsSettings) -> None:
+async def _open(
+    websocket: WebSocket, client: Client, hub: Hub, settings: QrWsSettings, auth: AuthClient
+) -> None:
     remaining = max(0.0, hub.deadline - asyncio.get_running_loop().time())
     await client.send(
         {"op": "hello", "timeout": round(remaining), "heartbeat_timeout": settings.heartbeat_timeout}
@@ -67,7 +69,7 @@ async def _open(websocket: WebSocket, client: Client, hub: Hub, settings: QrWsSe
         await asyncio.gather(
             *(other.send({"op": "mobile connected"}) for other in hub.clients if other is not client)
         )
-    await _serve(websocket, client, hub, settings, websocket.app.state.auth)
+    await _serve(websocket, client, hub, settings, auth)
 
 
 async def _serve(
@@ -144,16 +146,13 @@ async def _pending_ticket(client: Client, hub: Hub, ticket: object, auth: AuthCl
 
 
 @internal_router.get("/stats")
-async def stats(request: Request) -> dict[str, Any]:
-    registry: HubRegistry = request.app.state.hubs
-    settings: QrWsSettings = request.app.state.settings
+async def stats(registry: HubsDep, settings: SettingsDep) -> dict[str, Any]:
     return {"instance_id": settings.instance_id, **registry.stats()}
 
 
 @internal_router.get("/hubs")
-async def hub_info(client_id: str, request: Request) -> dict[str, Any]:
+async def hub_info(client_id: str, registry: HubsDep) -> dict[str, Any]:
     # The id travels in the query, which the access log leaves out.
-    registry: HubRegistry = request.app.state.hubs
     hub = registry.hubs.get(client_id)
     if hub is None:
         raise HTTPException(404)

@@ -8,6 +8,8 @@ from enum import StrEnum
 
 from PIL import Image, ImageOps
 
+from users_service.errors import InvalidImage, UnsupportedImageType
+
 logger = logging.getLogger("users.images")
 
 
@@ -16,14 +18,6 @@ class ImageKind(StrEnum):
     jpeg = "JPEG"
     gif = "GIF"
     webp = "WEBP"
-
-
-class UnsupportedImageType(Exception):
-    """The bytes are none of the accepted formats, whatever the name or Content-Type said."""
-
-
-class InvalidImage(Exception):
-    """The bytes start like an image but do not decode, or would decode to too many pixels."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,10 @@ from fastapi import FastAPI
 
 from common.app import build_app
 from common.db import make_engine
+from common.health import Readiness, engine_check
 from common.logs import configure_logging
+from common.metrics import sampling_pool, sqlalchemy_pool_stats
+from users_service.dependencies import State
 from users_service.routes import internal, router
 from users_service.service import UsersService
 from users_service.settings import UsersSettings
@@ -17,15 +20,16 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
     configure_logging("users", settings.log_level, settings.log_format)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.settings = settings
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, application_name="users")
         try:
             storage = await open_storage(settings)
             try:
-                app.state.engine = engine
-                app.state.users_service = UsersService(engine, storage, settings)
-                yield
+                async with sampling_pool(sqlalchemy_pool_stats(engine)):
+                    yield {
+                        "service": UsersService(engine, storage, settings),
+                        "readiness": Readiness(database=engine_check(engine)),
+                    }
             finally:
                 await storage.close()
         finally:

@@ -1,4 +1,4 @@
-from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, Table, Text, func, text
+from sqlalchemy import BigInteger, Column, DateTime, Index, MetaData, Table, Text, func
 
 SCHEMA = "users"
 metadata = MetaData(schema=SCHEMA)
@@ -16,9 +16,4 @@ users = Table(
     Column("avatar_key", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("users_username_prefix", "username", postgresql_ops={"username": "text_pattern_ops"}),
-)
-
-# Published, versioned read contract for other services (see docs/contracts.md).
-PUBLIC_PROFILES_VIEW = text(
-    "CREATE OR REPLACE VIEW users.public_profiles AS SELECT id, username, avatar_url FROM users.users"
 )

@@ -1,36 +1,69 @@
 """Every SQL statement of the users service."""
 
-from typing import Any
+from datetime import datetime
+from typing import TypedDict
 
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from common.rules import USERNAME_ALPHABET
 from users_service.models import users
+from users_service.schemas import NewUser
 
 
-async def insert_user(conn: AsyncConnection, user_id: int, values: dict[str, Any]) -> bool:
+class UserRow(TypedDict):
+    """A user object (API.md): what search answers."""
+
+    id: int
+    username: str
+    avatar_url: str | None
+
+
+class ProfileRow(UserRow):
+    description: str
+    status: str
+    created_at: datetime
+
+
+_PROFILE_COLUMNS = (
+    users.c.id,
+    users.c.username,
+    users.c.avatar_url,
+    users.c.description,
+    users.c.status,
+    users.c.created_at,
+)
+
+
+async def insert_user(conn: AsyncConnection, user_id: int, new: NewUser) -> bool:
     """Insert; False when a user with that id already exists (the call is retried idempotently)."""
     statement = (
         insert(users)
-        .values(id=user_id, **values)
+        .values(id=user_id, **new.model_dump())
         .on_conflict_do_nothing(index_elements=[users.c.id])
         .returning(users.c.id)
     )
     return (await conn.execute(statement)).first() is not None
 
 
-async def get_user(conn: AsyncConnection, user_id: int) -> dict[str, Any] | None:
-    row = (await conn.execute(select(users).where(users.c.id == user_id))).mappings().first()
-    return dict(row) if row else None
+async def get_user(conn: AsyncConnection, user_id: int) -> ProfileRow | None:
+    row = (await conn.execute(select(*_PROFILE_COLUMNS).where(users.c.id == user_id))).first()
+    if row is None:
+        return None
+    return ProfileRow(
+        id=row.id,
+        username=row.username,
+        avatar_url=row.avatar_url,
+        description=row.description,
+        status=row.status,
+        created_at=row.created_at,
+    )
 
 
 async def delete_user(conn: AsyncConnection, user_id: int) -> None:
     await conn.execute(delete(users).where(users.c.id == user_id))
 
-
-# Usernames are stored lower-case from this alphabet (the table's check constraint).
-USERNAME_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.")
 
 # A prefix as a byte-wise range served by `users_username_prefix` (text_pattern_ops), whatever
 # the database collation, and the same plan for bound parameters (generic plans included): a
@@ -53,14 +86,14 @@ def prefix_bounds(prefix: str) -> tuple[str, str]:
     return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-async def search_by_prefix(conn: AsyncConnection, prefix: str, limit: int) -> list[dict[str, Any]]:
+async def search_by_prefix(conn: AsyncConnection, prefix: str, limit: int) -> list[UserRow]:
     """`prefix` is already lower-cased; any character a username cannot hold matches nothing,
     so `%` and `_` are plain characters (there is no LIKE pattern at all)."""
     if not prefix or not set(prefix) <= USERNAME_ALPHABET:
         return []
     low, high = prefix_bounds(prefix)
     result = await conn.execute(SEARCH_SQL, {"low": low, "high": high, "limit": limit})
-    return [dict(row) for row in result.mappings()]
+    return [UserRow(id=row.id, username=row.username, avatar_url=row.avatar_url) for row in result]
 
 
 async def get_avatar_key(conn: AsyncConnection, user_id: int) -> tuple[bool, str | None]:

@@ -1,33 +1,23 @@
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
-from sqlalchemy.exc import IntegrityError
+from fastapi import APIRouter, File, Query, Response, UploadFile
 
-from common.db import EngineDep
-from common.errors import AppError
+from common.errors import NotAuthenticated, ServiceUnavailable, UserNotFound, error_responses
 from common.identity import CurrentUserId
-from users_service import repository
+from users_service.dependencies import ServiceDep
+from users_service.errors import FileTooLarge, InvalidImage, UnsupportedImageType
 from users_service.schemas import AvatarUploaded, NewUser, Profile, UserObject
-from users_service.service import UsersService
 
 router = APIRouter(tags=["users"])
 internal = APIRouter(prefix="/internal", tags=["internal"], include_in_schema=False)
 
 
-async def get_service(request: Request) -> UsersService:
-    service: UsersService = request.app.state.users_service
-    return service
-
-
-ServiceDep = Annotated[UsersService, Depends(get_service)]
-
-
-@router.get("/users/me/", response_model=Profile)
+@router.get("/users/me/", response_model=Profile, responses=error_responses(NotAuthenticated, UserNotFound))
 async def my_profile(user_id: CurrentUserId, service: ServiceDep) -> Profile:
     return Profile.model_validate(await service.profile(user_id))
 
 
-@router.get("/users/user/", response_model=list[UserObject])
+@router.get("/users/user/", response_model=list[UserObject], responses=error_responses(NotAuthenticated))
 async def search_users(
     _: CurrentUserId,
     service: ServiceDep,
@@ -39,12 +29,9 @@ async def search_users(
     return [UserObject.model_validate(row) for row in await service.search(username, limit)]
 
 
-_AVATAR_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Not a decodable image, or too many pixels"},
-    413: {"description": "File over the size limit"},
-    415: {"description": "Not PNG, JPEG, GIF or WebP (read from the bytes)"},
-    503: {"description": "Storage unavailable; the previous avatar is unchanged"},
-}
+_AVATAR_ERRORS = error_responses(
+    InvalidImage, NotAuthenticated, UserNotFound, FileTooLarge, UnsupportedImageType, ServiceUnavailable
+)
 
 
 @router.patch("/users/upload-avatar/", response_model=AvatarUploaded, responses=_AVATAR_ERRORS)
@@ -67,24 +54,15 @@ async def upload_avatar(
 
 
 @internal.put("/users/{user_id}", status_code=201, response_model=UserObject)
-async def create_user(user_id: int, body: NewUser, engine: EngineDep, response: Response) -> UserObject:
+async def create_user(user_id: int, body: NewUser, service: ServiceDep, response: Response) -> UserObject:
     """Called by the auth service only (not routed by nginx). Idempotent for a retried id."""
-    try:
-        async with engine.begin() as conn:
-            created = await repository.insert_user(conn, user_id, body.model_dump())
-            row = await repository.get_user(conn, user_id)
-    except IntegrityError as exc:
-        raise AppError(409, "username_taken") from exc
-    assert row is not None
+    row, created = await service.create_user(user_id, body)
     if not created:
-        if row["username"] != body.username:
-            raise AppError(409, "username_taken")
         response.status_code = 200
     return UserObject.model_validate(row)
 
 
 @internal.delete("/users/{user_id}", status_code=204)
-async def delete_user(user_id: int, engine: EngineDep) -> Response:
-    async with engine.begin() as conn:
-        await repository.delete_user(conn, user_id)
+async def delete_user(user_id: int, service: ServiceDep) -> Response:
+    await service.delete_user(user_id)
     return Response(status_code=204)

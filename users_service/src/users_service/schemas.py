@@ -3,7 +3,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
-Username = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.]{2,32}$")]
+from common.rules import USERNAME_PATTERN
+
+Username = Annotated[str, StringConstraints(pattern=USERNAME_PATTERN)]
 
 
 class UserObject(BaseModel):

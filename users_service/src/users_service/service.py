@@ -1,18 +1,22 @@
-"""Rules of the users service: search, profiles, avatars. Raises AppError, knows no HTTP."""
+"""Rules of the users service: profiles, search, avatars. Raises typed errors, knows no HTTP."""
 
 import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio.to_thread
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from common.errors import AppError
+from common.errors import ServiceUnavailable, UsernameTaken, UserNotFound
+from common.metrics import AVATAR_PROCESSING
 from users_service import repository
-from users_service.images import Avatar, InvalidImage, UnsupportedImageType, make_avatar
+from users_service.errors import FileTooLarge
+from users_service.images import Avatar, make_avatar
+from users_service.repository import ProfileRow, UserRow
+from users_service.schemas import NewUser
 from users_service.settings import UsersSettings
 from users_service.storage import AvatarStorage, StorageError
 
@@ -34,29 +38,42 @@ class UsersService:
         # here instead of holding pool connections.
         self._user_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
-    async def search(self, query: str, limit: int) -> list[dict[str, Any]]:
+    async def search(self, query: str, limit: int) -> list[UserRow]:
         async with self.engine.connect() as conn:
             return await repository.search_by_prefix(conn, query.strip().lower(), limit)
 
-    async def profile(self, user_id: int) -> dict[str, Any]:
+    async def profile(self, user_id: int) -> ProfileRow:
         async with self.engine.connect() as conn:
             row = await repository.get_user(conn, user_id)
         if row is None:
-            raise AppError(404, "user_not_found")
+            raise UserNotFound()
         return row
+
+    async def create_user(self, user_id: int, new: NewUser) -> tuple[ProfileRow, bool]:
+        """The auth service's registration step: (the profile, whether this call created it).
+        Idempotent for a retried id; a username someone else holds is UsernameTaken."""
+        try:
+            async with self.engine.begin() as conn:
+                created = await repository.insert_user(conn, user_id, new)
+                row = await repository.get_user(conn, user_id)
+        except IntegrityError as exc:
+            raise UsernameTaken() from exc
+        assert row is not None
+        if not created and row["username"] != new.username:
+            raise UsernameTaken()
+        return row, created
+
+    async def delete_user(self, user_id: int) -> None:
+        async with self.engine.begin() as conn:
+            await repository.delete_user(conn, user_id)
 
     async def upload_avatar(self, user_id: int, data: bytes) -> str:
         """Checks, in order: size (413), type from the bytes (415), decodable and bounded (400).
         Returns the new avatar URL. The old object is deleted only once the new one is stored
         and recorded; any failure before that leaves the old avatar as it was."""
         if len(data) > self.settings.avatar_max_bytes:
-            raise AppError(413, "file_too_large")
-        try:
-            avatar = await anyio.to_thread.run_sync(self._make_avatar, data, limiter=self._image_limiter)
-        except UnsupportedImageType as exc:
-            raise AppError(415, "unsupported_media_type") from exc
-        except InvalidImage as exc:
-            raise AppError(400, "invalid_image") from exc
+            raise FileTooLarge()
+        avatar = await anyio.to_thread.run_sync(self._make_avatar, data, limiter=self._image_limiter)
         del data
 
         key = avatar_key(user_id, avatar)
@@ -65,12 +82,12 @@ class UsersService:
             async with conn.begin():
                 exists, old_key = await repository.get_avatar_key(conn, user_id)
             if not exists:
-                raise AppError(404, "user_not_found")
+                raise UserNotFound()
             try:
                 await self.storage.put(key, avatar.data, avatar.content_type)
             except StorageError as exc:
                 logger.error("avatar store failed", extra={"user_id": user_id, "error": str(exc)})
-                raise AppError(503, "service_unavailable", headers={"Retry-After": "5"}) from exc
+                raise ServiceUnavailable() from exc
             try:
                 async with conn.begin():
                     await repository.set_avatar(conn, user_id, key=key, url=url)
@@ -90,9 +107,10 @@ class UsersService:
             logger.warning("avatar object not deleted", extra={"key": key, "error": str(exc)})
 
     def _make_avatar(self, data: bytes) -> Avatar:
-        return make_avatar(
-            data, max_side=self.settings.avatar_max_side, max_pixels=self.settings.avatar_max_pixels
-        )
+        with AVATAR_PROCESSING.time():
+            return make_avatar(
+                data, max_side=self.settings.avatar_max_side, max_pixels=self.settings.avatar_max_pixels
+            )
 
     @asynccontextmanager
     async def _avatar_lock(self, user_id: int) -> AsyncIterator[AsyncConnection]:

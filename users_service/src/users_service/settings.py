@@ -28,7 +28,7 @@ class UsersSettings(DatabaseSettings):
     s3_region: str | None = Field(default=None, validation_alias=AliasChoices("S3_REGION"))
     s3_access_key_id: str | None = Field(default=None, validation_alias=AliasChoices("S3_ACCESS_KEY_ID"))
     s3_secret_access_key: str | None = Field(
-        default=None, validation_alias=AliasChoices("S3_SECRET_ACCESS_KEY")
+        default=None, validation_alias=AliasChoices("S3_SECRET_ACCESS_KEY"), repr=False
     )
     s3_public_base_url: str | None = Field(default=None, validation_alias=AliasChoices("S3_PUBLIC_BASE_URL"))
     # Canned ACL put on each object ("public-read" for a bucket whose objects are private by

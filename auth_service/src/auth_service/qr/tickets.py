@@ -10,7 +10,6 @@ import base64
 import binascii
 import logging
 import os
-import re
 import struct
 import time
 import uuid
@@ -22,16 +21,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from auth_service import ticket_repository
-from auth_service.ticket_settings import QrTicketSettings
+from auth_service.qr import repository
+from auth_service.qr.errors import InvalidTicket
+from auth_service.qr.settings import QrTicketSettings
 from auth_service.tokens import TokenIssuer
-from common.errors import AppError
+from common.errors import InvalidToken, TooManyRequests
+from common.rules import CLIENT_ID_RE, MAX_TICKET_LENGTH
 
 logger = logging.getLogger(__name__)
-
-CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
-# A ticket is ~90 characters; anything much longer is not one of ours and is not decoded.
-MAX_TICKET_LENGTH = 256
 
 _VERSION = b"\x01"
 _NONCE_BYTES = 12
@@ -87,10 +84,6 @@ class TicketCodec:
         return TicketClaims(uuid.UUID(bytes=ticket_id), user_id, expires_at)
 
 
-def invalid_ticket() -> AppError:
-    return AppError(401, "invalid_ticket", headers={"WWW-Authenticate": "Bearer"})
-
-
 class TicketService:
     def __init__(
         self,
@@ -110,11 +103,11 @@ class TicketService:
     async def mint(self, user_id: int) -> str:
         claims = TicketClaims(uuid.uuid4(), user_id, int(time.time()) + self.ttl_seconds)
         async with self.engine.begin() as conn:
-            if await ticket_repository.count_live(conn, user_id) >= self.max_live_per_user:
-                raise AppError(429, "too_many_requests", headers={"Retry-After": str(self.ttl_seconds)})
-            if not await ticket_repository.insert_minted(conn, claims.ticket_id, user_id, claims.expires_at):
+            if await repository.count_live(conn, user_id) >= self.max_live_per_user:
+                raise TooManyRequests(self.ttl_seconds)
+            if not await repository.insert_minted(conn, claims.ticket_id, user_id, claims.expires_at):
                 # The account is gone or not active: a token of a deleted user mints nothing.
-                raise AppError(401, "invalid_token", headers={"WWW-Authenticate": "Bearer"})
+                raise InvalidToken()
         return self.codec.encode(claims)
 
     async def accept(self, ticket: str, client_id: str) -> bool:
@@ -123,24 +116,24 @@ class TicketService:
         if claims is None or not CLIENT_ID_RE.fullmatch(client_id):
             return False
         async with self.engine.begin() as conn:
-            return await ticket_repository.mark_accepted(conn, claims.ticket_id, claims.user_id, client_id)
+            return await repository.mark_accepted(conn, claims.ticket_id, claims.user_id, client_id)
 
     async def exchange(self, ticket: str, client_id: str) -> str:
         """The browser's side: an accepted ticket of this hub becomes an access token, once."""
         claims = self.codec.decode(ticket)
         if claims is None:
-            raise invalid_ticket()
+            raise InvalidTicket()
         async with self.engine.begin() as conn:
-            consumed = await ticket_repository.mark_consumed(
+            consumed = await repository.mark_consumed(
                 conn, claims.ticket_id, claims.user_id, client_id
             )
         if not consumed:
-            raise invalid_ticket()
+            raise InvalidTicket()
         return self.issuer.issue(claims.user_id)
 
     async def housekeeping(self) -> None:
         async with self.engine.begin() as conn:
-            removed = await ticket_repository.delete_expired(conn)
+            removed = await repository.delete_expired(conn)
         if removed:
             logger.info("removed expired QR tickets", extra={"count": removed})
 

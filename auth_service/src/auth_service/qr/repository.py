@@ -8,7 +8,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from auth_service.models import credentials
-from auth_service.ticket_models import qr_tickets
+from auth_service.qr.models import qr_tickets
 
 
 async def insert_minted(conn: AsyncConnection, ticket_id: uuid.UUID, user_id: int, expires_at: int) -> bool:

@@ -4,23 +4,15 @@ nginx routes nothing."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field
 
-from auth_service.schemas import Detail, TokenResponse
-from auth_service.tickets import MAX_TICKET_LENGTH, TicketService, invalid_ticket
-from common.errors import not_authenticated
+from auth_service.dependencies import TicketsDep
+from auth_service.qr.errors import InvalidTicket
+from auth_service.schemas import TokenResponse
+from common.errors import InvalidToken, NotAuthenticated, TooManyRequests, error_responses
 from common.identity import CurrentUserId
-
-CLIENT_ID_PATTERN = r"^[A-Za-z0-9_-]{16,128}$"
-
-
-async def get_tickets(request: Request) -> TicketService:
-    tickets: TicketService = request.app.state.tickets
-    return tickets
-
-
-Tickets = Annotated[TicketService, Depends(get_tickets)]
+from common.rules import CLIENT_ID_MAX_LENGTH, CLIENT_ID_PATTERN, MAX_TICKET_LENGTH
 
 
 class TicketResponse(BaseModel):
@@ -28,8 +20,8 @@ class TicketResponse(BaseModel):
 
 
 class AcceptRequest(BaseModel):
-    ticket: Annotated[str, Field(max_length=4096)]
-    client_id: Annotated[str, Field(max_length=256)]
+    ticket: Annotated[str, Field(max_length=MAX_TICKET_LENGTH)]
+    client_id: Annotated[str, Field(max_length=CLIENT_ID_MAX_LENGTH)]
 
 
 class AcceptResponse(BaseModel):
@@ -40,30 +32,36 @@ router = APIRouter(prefix="/auth", tags=["qr login"])
 internal_router = APIRouter(prefix="/internal/qr", include_in_schema=False)
 
 
-@router.get("/encrypt_user_data/", response_model=TicketResponse, responses={401: {"model": Detail}})
-async def mint_ticket(user_id: CurrentUserId, tickets: Tickets) -> TicketResponse:
+@router.get(
+    "/encrypt_user_data/",
+    response_model=TicketResponse,
+    responses=error_responses(NotAuthenticated, InvalidToken, TooManyRequests),
+)
+async def mint_ticket(user_id: CurrentUserId, tickets: TicketsDep) -> TicketResponse:
     """A short-lived, single-use QR-login ticket for the caller (the phone sends it to the hub)."""
     return TicketResponse(token=await tickets.mint(user_id))
 
 
-@router.get("/qr_auth/", response_model=TokenResponse, responses={401: {"model": Detail}})
+@router.get(
+    "/qr_auth/", response_model=TokenResponse, responses=error_responses(NotAuthenticated, InvalidTicket)
+)
 async def exchange_ticket(
-    client_id: Annotated[str, Query(pattern=CLIENT_ID_PATTERN, max_length=128)],
-    tickets: Tickets,
+    client_id: Annotated[str, Query(pattern=CLIENT_ID_PATTERN, max_length=CLIENT_ID_MAX_LENGTH)],
+    tickets: TicketsDep,
     authorization: Annotated[str | None, Header()] = None,
 ) -> TokenResponse:
     """The browser trades the ticket its hub received for an access token, once."""
     if authorization is None or not authorization.strip():
-        raise not_authenticated()
+        raise NotAuthenticated()
     value = authorization.strip()
     scheme, _, rest = value.partition(" ")
     if rest and scheme.lower() == "bearer":
         value = rest.strip()
     if len(value) > MAX_TICKET_LENGTH:
-        raise invalid_ticket()
+        raise InvalidTicket()
     return TokenResponse(token=await tickets.exchange(value, client_id))
 
 
 @internal_router.post("/accept", response_model=AcceptResponse)
-async def accept_ticket(body: AcceptRequest, tickets: Tickets) -> AcceptResponse:
+async def accept_ticket(body: AcceptRequest, tickets: TicketsDep) -> AcceptResponse:
     return AcceptResponse(accepted=await tickets.accept(body.ticket, body.client_id))

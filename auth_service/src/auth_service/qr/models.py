@@ -1,5 +1,4 @@
-"""The QR-ticket table, in the auth schema's metadata (kept apart from models.py on purpose:
-tickets are their own small domain)."""
+"""The QR-ticket table, in the auth schema's metadata (tickets are their own small domain)."""
 
 from sqlalchemy import (
     BigInteger,
@@ -16,7 +15,7 @@ from sqlalchemy import (
 
 from auth_service.models import credentials, metadata
 
-# minted -> accepted for one hub's client_id -> consumed (see tickets.py).
+# minted -> accepted for one hub's client_id -> consumed (see qr/tickets.py).
 qr_tickets = Table(
     "qr_tickets",
     metadata,

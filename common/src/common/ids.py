@@ -1,0 +1,16 @@
+"""The one rule for an id that arrives as text (a token's `sub`, nginx's X-User-Id)."""
+
+# PostgreSQL bigint: ids past it are refused before they reach a query.
+MAX_ID = 2**63 - 1
+
+
+def parse_id(text: str) -> int | None:
+    """A positive id written in ASCII digits only; None for anything else.
+
+    `str.isdigit` and `int()` also accept other scripts' digits ("٢" is 2) and full-width forms:
+    an id must have one spelling, or two strings could name the same user.
+    """
+    if not text or len(text) > 19 or not text.isascii() or not text.isdigit():
+        return None
+    value = int(text)
+    return value if 1 <= value <= MAX_ID else None

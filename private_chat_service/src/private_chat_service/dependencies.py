@@ -1,0 +1,17 @@
+"""What routes reach from the lifespan state (see common.state)."""
+
+from typing import Annotated, TypedDict
+
+from fastapi import Depends
+
+from common.health import Readiness
+from common.state import from_state
+from private_chat_service.service import PrivateChatService
+
+
+class State(TypedDict):
+    readiness: Readiness
+    service: PrivateChatService
+
+
+ServiceDep = Annotated[PrivateChatService, Depends(from_state("service", PrivateChatService))]
