@@ -331,7 +331,7 @@ def test_a_taken_port_fails_at_once_naming_the_setting(tmp_path: Path) -> None:
         assert time.monotonic() - started < 5
         config = StackConfig.for_tests(tmp_path / "data")
         config.ports["users2"] = port
-        with pytest.raises(StackError, match=rf"port {port} is taken; set SERVICES_PORT_BASE .*users2"):
+        with pytest.raises(StackError, match=rf"^port {port} is taken \(users2\); set SERVICES_PORT_BASE "):
             Stack(config).start()
 
 

@@ -110,8 +110,6 @@ class StackConfig:
     internal_ports: dict[str, int] = field(default_factory=dict)
     workers: int = 1
     env: dict[str, str] = field(default_factory=dict)
-    # Where each setting came from, for error messages ("port 8080 (HTTP_PORT) is taken").
-    port_settings: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.assign_ports(free_port)
@@ -167,7 +165,6 @@ class StackConfig:
             internal_ports={},
             workers=int(environ.get("SERVICE_WORKERS", "1")),
             env={key: value for key, value in environ.items() if key == "PUBLIC_BASE_URL"},
-            port_settings={"http": "HTTP_PORT", "pg": "PG_PORT", "redis": "REDIS_PORT"},
         )
         # __post_init__ gave free ports; make run numbers them from SERVICES_PORT_BASE instead.
         config.ports.clear()

@@ -249,22 +249,22 @@ class Stack:
 
     def check_ports(self) -> None:
         """Every port the stack will listen on must be free: fail at once, naming the setting."""
-        wanted: list[tuple[int, str, str]] = [(self.config.http_port, self.config.http_host, "HTTP_PORT")]
-        from_base = self.config.port_settings.get("services", "SERVICES_PORT_BASE")
+        fixed = "to a free port"
+        wanted: list[tuple[int, str, str, str]] = [
+            (self.config.http_port, self.config.http_host, "", f"HTTP_PORT {fixed}")
+        ]
+        base = "SERVICES_PORT_BASE to a base with free ports above it"
         for instance, port in self.config.ports.items():
-            wanted.append((port, "127.0.0.1", f"{from_base} ({instance})"))
+            wanted.append((port, "127.0.0.1", f" ({instance})", base))
         for name, port in self.config.internal_ports.items():
-            wanted.append((port, "127.0.0.1", f"{from_base} ({name}'s internal address)"))
+            wanted.append((port, "127.0.0.1", f" ({name}'s internal address)", base))
         if not self.config.redis_url and self.config.redis_port:
-            wanted.append((self.config.redis_port, "127.0.0.1", "REDIS_PORT"))
+            wanted.append((self.config.redis_port, "127.0.0.1", " (Redis)", f"REDIS_PORT {fixed}"))
         if not self.config.database_url and self.config.pg_port:
-            wanted.append((self.config.pg_port, "127.0.0.1", "PG_PORT"))
-        for port, host, setting in wanted:
-            if not port_is_free(port, host if host not in ("0.0.0.0", "") else "0.0.0.0"):
-                raise StackError(
-                    f"port {port} is taken; set {setting.split(' ')[0]} to a free port"
-                    + (f" (it is {setting.split(' ', 1)[1]})" if " " in setting else "")
-                )
+            wanted.append((self.config.pg_port, "127.0.0.1", " (PostgreSQL)", f"PG_PORT {fixed}"))
+        for port, host, what, setting in wanted:
+            if not port_is_free(port, host or "0.0.0.0"):
+                raise StackError(f"port {port} is taken{what}; set {setting}")
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> None:
