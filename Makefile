@@ -24,7 +24,7 @@ lint: install
 	.venv/bin/ruff check .
 
 types: install
-	.venv/bin/mypy common/src gateway/src auth_service/src users_service/src private_chat_service/src qr_ws_service/src devstack/src
+	.venv/bin/mypy common/src gateway/src auth_service/src users_service/src private_chat_service/src qr_ws_service/src events_service/src devstack/src
 
 test: lint types
 	.venv/bin/pytest

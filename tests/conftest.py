@@ -54,6 +54,12 @@ def stack(fake_yandex: Any) -> Iterator[Stack]:
         "LOG_LEVEL": "INFO",
         # Housekeeping runs often so the crash-recovery test need not wait a minute.
         "AUTH_HOUSEKEEPING_INTERVAL_SECONDS": "1",
+        # The event gateway's timers, short so that each rule's test takes seconds
+        # (tests/test_events.py; the defaults are API.md's, pinned by a unit test).
+        "EVENTS_HEARTBEAT_INTERVAL_MS": "3000",
+        "EVENTS_IDENTIFY_TIMEOUT_SECONDS": "2",
+        "EVENTS_RESUME_WINDOW_SECONDS": "6",
+        "EVENTS_SESSION_QUEUE_LIMIT": "50",
     }
     config = StackConfig.for_tests(data_dir, env=env)
     config.env.update(fake_yandex.stack_env())

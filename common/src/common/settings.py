@@ -45,6 +45,12 @@ class DatabaseSettings(BaseServiceSettings):
         return self
 
 
+class RedisSettings(BaseServiceSettings):
+    """Redis: event fan-out and resume buffers, rate-limit counters (one server for the stack)."""
+
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+
+
 def async_database_url(url: str) -> str:
     """Accept the URL forms operators write (postgres://, postgresql://) and pin asyncpg."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):

@@ -5,10 +5,12 @@ from fastapi import FastAPI
 
 from common.app import build_app
 from common.db import make_pool
+from common.events import EventPublisher, make_redis
 from common.health import Readiness, database_check
 from common.logs import configure_logging
 from common.metrics import asyncpg_pool_stats, sampling_pool
 from private_chat_service.dependencies import State
+from private_chat_service.relay import Relay
 from private_chat_service.routes import router
 from private_chat_service.service import PrivateChatService
 from private_chat_service.settings import PrivateChatSettings
@@ -23,13 +25,22 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
         pool = await make_pool(
             settings.database_url, size=settings.db_pool_size, application_name="private_chat"
         )
+        redis = make_redis(settings.redis_url, socket_timeout=2.0)
+        publisher = EventPublisher(redis, dedupe_seconds=settings.relay_dedupe_seconds)
+        relay = Relay(
+            pool, publisher, batch_size=settings.relay_batch_size, poll_seconds=settings.relay_poll_seconds
+        )
+        if settings.relay_enabled:
+            relay.start()
         try:
             async with sampling_pool(asyncpg_pool_stats(pool)):
                 yield {
-                    "service": PrivateChatService(pool),
+                    "service": PrivateChatService(pool, events=publisher, outbox_written=relay.wake),
                     "readiness": Readiness(database=database_check(pool)),
                 }
         finally:
+            await relay.stop()
+            await redis.aclose()
             await pool.close()
 
     return build_app(

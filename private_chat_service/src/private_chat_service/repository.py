@@ -264,3 +264,38 @@ async def chat_list(db: Executor, user_id: int, *, limit: int | None, offset: in
     cut = limit + offset if limit is not None else None
     rows = await db.fetch(CHAT_LIST_SQL, user_id, cut, limit, offset)
     return [ChatListRow._make(row) for row in rows]
+
+
+# ---- the relay (relay.py) ----------------------------------------------------------------------
+# One batch at a time across every instance: a transaction-scoped advisory lock, taken without
+# waiting (a relay that finds it taken tries again a moment later). The key is this constant.
+RELAY_LOCK_KEY = 0x63686174_72656C61  # "chatrela"
+RELAY_LOCK_SQL = "SELECT pg_try_advisory_xact_lock($1::bigint)"
+# Committed rows only (READ COMMITTED), in id order, which within a chat is commit order: every
+# statement that writes a chat's outbox row holds that chat's row lock until it commits.
+OUTBOX_BATCH_SQL = """
+    SELECT id, kind, recipients, payload::text, extract(epoch FROM now() - created_at)::float8
+    FROM private_chat.outbox ORDER BY id LIMIT $1::bigint
+"""
+OUTBOX_DELETE_SQL = "DELETE FROM private_chat.outbox WHERE id = ANY($1::bigint[])"
+
+
+class OutboxRow(NamedTuple):
+    id: int
+    kind: str
+    recipients: list[int]
+    payload: str
+    age_seconds: float
+
+
+async def lock_relay(db: Executor) -> bool:
+    return bool(await db.fetchval(RELAY_LOCK_SQL, RELAY_LOCK_KEY))
+
+
+async def outbox_batch(db: Executor, limit: int) -> list[OutboxRow]:
+    rows = await db.fetch(OUTBOX_BATCH_SQL, limit)
+    return [OutboxRow(row[0], row[1], list(row[2]), row[3], row[4]) for row in rows]
+
+
+async def delete_outbox(db: Executor, ids: list[int]) -> None:
+    await db.execute(OUTBOX_DELETE_SQL, ids)

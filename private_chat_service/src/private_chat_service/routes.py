@@ -95,6 +95,16 @@ async def chat_info(chat_id: ChatId, user_id: CurrentUserId, service: ServiceDep
 
 
 @router.post(
+    "/{chat_id}/typing/", status_code=204, response_class=Response, responses=error_responses(*_CHAT_ERRORS)
+)
+@router.post("/{chat_id}/typing", status_code=204, response_class=Response, include_in_schema=False)
+async def typing(chat_id: ChatId, user_id: CurrentUserId, service: ServiceDep) -> Response:
+    """Tell the other member you are typing: a TYPING_START event (API.md 19, 20)."""
+    await service.typing(user_id, chat_id)
+    return Response(status_code=204)
+
+
+@router.post(
     "/add-message/{chat_id}/",
     response_model=AddMessageResponse,
     responses=error_responses(*_CHAT_ERRORS, MessageNotFound),

@@ -1,19 +1,40 @@
 """Private chat rules. Raises the service's typed errors; knows nothing of HTTP routing."""
 
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
+from redis.exceptions import RedisError
 
 from common.db import Executor
 from common.errors import UserNotFound
+from common.events import Event, EventPublisher
 from private_chat_service import repository
 from private_chat_service.errors import ChatNotFound, ChatWithSelf, MessageNotFound, NotChatMember
 from private_chat_service.schemas import ChatInfo, ChatListItem, UserObject
 
+logger = logging.getLogger("private_chat_service.service")
+
+
+def _nothing() -> None:
+    pass
+
 
 class PrivateChatService:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        events: EventPublisher | None = None,
+        outbox_written: Callable[[], None] = _nothing,
+    ) -> None:
         self.pool = pool
+        self.events = events
+        # Called after every commit that wrote outbox rows (wakes the relay).
+        self.outbox_written = outbox_written
 
     async def start_chat(
         self, user_id: int, *, recipient_id: int, text: str | None
@@ -35,6 +56,7 @@ class PrivateChatService:
                     conn, chat_id=chat_id, user_id=user_id, text=text, answer_id=None
                 )
                 assert message_id is not None  # the caller is a member of the pair's chat
+        self.outbox_written()
         return chat_id, message_id
 
     async def add_message(self, user_id: int, chat_id: int, *, text: str, answer_id: int | None) -> int:
@@ -44,6 +66,7 @@ class PrivateChatService:
             self.pool, chat_id=chat_id, user_id=user_id, text=text, answer_id=answer_id
         )
         if message_id is not None:
+            self.outbox_written()
             return message_id
         await self._require_member(self.pool, chat_id, user_id)
         # A missing message and a message of another chat look the same: nothing leaks.
@@ -105,6 +128,26 @@ class PrivateChatService:
             )
             for row in rows
         ]
+
+    async def typing(self, user_id: int, chat_id: int) -> None:
+        """TYPING_START to the other member (API.md 19): ephemeral, straight to Redis with no
+        outbox row. Best effort: with Redis unreachable the indicator is dropped (a client has
+        nothing to do about a lost typing indicator), the answer is the same."""
+        members = await repository.get_members(self.pool, chat_id)
+        if members is None:
+            raise ChatNotFound()
+        if user_id not in members:
+            raise NotChatMember()
+        if self.events is None:
+            return
+        other = members.user_high if user_id == members.user_low else members.user_low
+        timestamp = datetime.now(UTC)
+        payload = {"chat_id": chat_id, "user_id": user_id, "timestamp": timestamp}
+        event = Event("", "TYPING_START", [other], orjson.dumps(payload, option=orjson.OPT_UTC_Z).decode())
+        try:
+            await self.events.publish_ephemeral(event)
+        except (RedisError, OSError) as exc:
+            logger.warning("typing event dropped", extra={"error": repr(exc)})
 
     @staticmethod
     async def _require_member(db: Executor, chat_id: int, user_id: int) -> None:

@@ -1,0 +1,22 @@
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+
+from events_service.dependencies import GatewayDep, HubDep
+
+router = APIRouter(tags=["events"])
+# Not routed by nginx: tests and operators ask each instance directly.
+internal_router = APIRouter(prefix="/internal", include_in_schema=False)
+
+
+@router.websocket("/events/")
+@router.websocket("/events")
+async def events(websocket: WebSocket, gateway: GatewayDep) -> None:
+    """The event gateway (API.md 20): HELLO, then IDENTIFY or RESUME, then dispatches."""
+    await gateway.serve(websocket)
+
+
+@internal_router.get("/stats")
+async def stats(hub: HubDep) -> dict[str, Any]:
+    """This instance's connections, sessions and queues (what a leak would show)."""
+    return hub.stats()

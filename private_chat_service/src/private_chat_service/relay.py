@@ -1,0 +1,99 @@
+"""The outbox relay: publishes committed outbox rows to Redis, then deletes them.
+
+It runs in every chat-service instance; an advisory lock lets one batch run at a time across
+all of them. A batch is one transaction: lock, read the oldest rows, publish them with one call
+of the publication script, delete them, commit. Redis unreachable: the transaction rolls back
+and the rows wait (retried with backoff). A relay that dies after publishing and before its
+commit leaves the rows; the next batch publishes them again and the script's dedupe marks (one
+per outbox id) make that a no-op, so no session sees an event twice.
+
+The instance that writes an outbox row wakes its own relay at once (`wake`); every relay also
+looks on its own every `poll_seconds`, for rows another instance left behind.
+"""
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+from redis.exceptions import RedisError
+
+from common.events import Event, EventPublisher
+from common.metrics import EVENTS_PUBLISHED, OUTBOX_LAG
+from private_chat_service import repository
+
+logger = logging.getLogger("private_chat_service.relay")
+
+# A relay that finds the lock taken tries again after this (the holder may have read its batch
+# before our row committed).
+LOCK_RETRY_SECONDS = 0.002
+MAX_BACKOFF_SECONDS = 1.0
+
+
+class Relay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        publisher: EventPublisher,
+        *,
+        batch_size: int = 500,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        self.pool = pool
+        self.publisher = publisher
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self._wanted = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """Rows were committed: publish them now rather than at the next poll."""
+        self._wanted.set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def publish_batch(self) -> int | None:
+        """How many rows one batch published; None when another relay holds the lock."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await repository.lock_relay(conn):
+                return None
+            rows = await repository.outbox_batch(conn, self.batch_size)
+            OUTBOX_LAG.set(rows[0].age_seconds if rows else 0.0)
+            if not rows:
+                return 0
+            await self.publisher.publish(
+                [Event(str(row.id), row.kind, row.recipients, row.payload) for row in rows]
+            )
+            await repository.delete_outbox(conn, [row.id for row in rows])
+        for row in rows:
+            EVENTS_PUBLISHED.labels(row.kind).inc()
+        return len(rows)
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            # Cleared before the read: a wake during the batch makes the loop look again.
+            self._wanted.clear()
+            try:
+                published = await self.publish_batch()
+            except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                logger.warning("outbox relay failed, retrying", extra={"error": repr(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                self._wanted.set()
+                continue
+            backoff = 0.05
+            if published is None:
+                await asyncio.sleep(LOCK_RETRY_SECONDS)
+                self._wanted.set()
+            elif published == 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.poll_seconds):
+                        await self._wanted.wait()
