@@ -24,6 +24,7 @@ PYTHON_SERVICES = {
     "users": "users_service",
     "private_chat": "private_chat_service",
     "qr_ws": "qr_ws_service",
+    "events": "events_service",
 }
 INTERPOLATION = re.compile(r"\$\{([A-Z_]+)(?::?[-?]([^}]*))?\}")
 
@@ -48,6 +49,7 @@ def test_every_service_runs_in_replicas_with_redis() -> None:
         "users": "USERS",
         "private_chat": "CHAT",
         "qr_ws": "QR",
+        "events": "EVENTS",
     }
     for name in PYTHON_SERVICES:
         assert SERVICES[name]["deploy"]["replicas"] == f"${{{variables[name]}_INSTANCES:-2}}"
@@ -150,6 +152,8 @@ def test_nginx_container_renders_a_valid_config(tmp_path: Path) -> None:
     for upstream in ("gateway:8000", "auth:8000", "users:8000", "private_chat:8000", "qr_ws:8000"):
         assert upstream in script
         assert upstream.split(":")[0] in SERVICES
+    # The events location is rendered because compose gives nginx its upstream.
+    assert service_env("nginx", {})["EVENTS_UPSTREAMS"] == "events:8000"
     local = (
         script.replace("/etc/nginx/chat-template", str(REPO_ROOT / "nginx"))
         .replace("prefix=/etc/nginx/chat", f"prefix={tmp_path}")

@@ -23,6 +23,7 @@ class ServiceDef:
     balance: str = ""  # nginx balancing directive, e.g. hash by client id
     websocket: bool = False  # one worker per instance (state lives in the process or per socket)
     optional: bool = False  # started only when its package is importable
+    uvicorn_args: tuple[str, ...] = ()  # added to the instances' uvicorn command
 
     @property
     def package(self) -> str:
@@ -52,7 +53,9 @@ SERVICES = (
     ServiceDef("qr_ws", "qr_ws_service.main:create_app", "QR_INSTANCES", "qr_ws_service",
                docs="/auth_events/docs", balance="hash $arg_client_id consistent;", websocket=True),
     ServiceDef("events", "events_service.main:create_app", "EVENTS_INSTANCES", "events_service",
-               docs="/events/docs", websocket=True, optional=True),
+               docs="/events/docs", websocket=True, optional=True,
+               # A compressed connection keeps a compressor per socket (see its README).
+               uvicorn_args=("--ws-per-message-deflate", "false")),
 )  # fmt: skip
 DEFAULT_INSTANCES = 2
 

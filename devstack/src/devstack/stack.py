@@ -171,6 +171,7 @@ class Stack:
             # Websocket frames past this are refused by the protocol layer itself; the QR
             # service's own, smaller limit (QR_MAX_FRAME_BYTES) answers in its protocol.
             "--ws-max-size", "65536",
+            *spec.uvicorn_args,
         ]  # fmt: skip
 
     def _instances(self) -> list[Managed]:
