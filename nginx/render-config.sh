@@ -55,6 +55,7 @@ sed \
   -e "s|{{REGISTER_RATE_LIMIT}}|${REGISTER_RATE_LIMIT:-5r/s}|" \
   -e "s|{{REGISTER_RATE_BURST}}|${REGISTER_RATE_BURST:-30}|g" \
   -e "s|{{AVATAR_MAX_BODY}}|${AVATAR_MAX_BODY:-9m}|" \
+  -e "s|{{WEB_ROOT}}|/usr/share/chat-web|" \
   -e "s|{{MEDIA_SOURCE}}|proxy_pass ${MEDIA_UPSTREAM:-http://minio:9000/avatars/};|" \
   -e "/{{UPSTREAMS}}/{r $prefix/upstreams.conf" -e "d;}" \
   -e "s|{{INTERNAL_SERVERS}}||" \

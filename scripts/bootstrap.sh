@@ -20,6 +20,12 @@ if ! command -v wrk >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   need+=(wrk)
 fi
 
+# chromium runs the QR pages' browser tests (Playwright drives Debian's build; no browser is
+# downloaded): installed when we can. Without it those tests fail as root or in CI, else skip.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  need+=(chromium)
+fi
+
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing ${need[*]}"

@@ -9,7 +9,15 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-INFORMATIONAL = {"hello", "mobile connected"}
+# Messages a client may ignore (API.md 13 allows informational ops).
+INFORMATIONAL = {
+    "hello",
+    "mobile connected",
+    "login request",
+    "mobile identified",
+    "mobile disconnected",
+    "browser disconnected",
+}
 
 
 def new_client_id() -> str:

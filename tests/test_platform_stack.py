@@ -360,6 +360,9 @@ def test_the_banner_lists_every_entry_point(stack: Stack) -> None:
     for spec in stack.config.services():
         assert spec.docs is not None
         assert f"{stack.config.public_base_url}{spec.docs}" in shown
+        for name in stack.instances_of(spec.name):
+            assert f"http://127.0.0.1:{stack.config.ports[name]}/metrics" in shown
+    assert f"{stack.config.public_base_url}/qr/" in shown
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the postgres system user matters only as root")

@@ -25,13 +25,17 @@ from devstack.stack import (
 from devstack.system import MissingProgram
 
 # Entry points the banner lists besides every service's API docs: (label, path under nginx).
-EXTRA_ENTRY_POINTS: list[tuple[str, str]] = []
+EXTRA_ENTRY_POINTS: list[tuple[str, str]] = [("QR log-in page", "/qr/")]
 
 
 def banner(config: StackConfig, *, detached: bool) -> str:
     url = config.public_base_url
     rows = [(f"API docs ({spec.name})", f"{url}{spec.docs}") for spec in config.services() if spec.docs]
     rows += [(label, f"{url}{path}") for label, path in EXTRA_ENTRY_POINTS]
+    # Metrics and readiness are on each instance's own loopback port, never through nginx.
+    for spec in config.services():
+        ports = [config.ports[name] for name in config.instances_of(spec.name)]
+        rows.append((f"metrics ({spec.name})", ", ".join(f"http://127.0.0.1:{p}/metrics" for p in ports)))
     rows.append(("logs", f"{config.data_dir / 'logs'}/"))
     width = max(len(label) for label, _ in rows)
     lines = [f"\nThe stack is up: {url}"]

@@ -11,6 +11,8 @@ from devstack.config import REPO_ROOT, ServiceDef, StackConfig
 from devstack.system import find_nginx, is_root
 
 NGINX_DIR = REPO_ROOT / "nginx"
+# Static pages (the QR login pages) served by nginx itself.
+WEB_DIR = REPO_ROOT / "web"
 TEMPLATE = NGINX_DIR / "nginx.conf.template"
 INCLUDES = ("proxy_public.conf", "proxy_protected.conf")
 # Locations only `make bench` needs (BENCH_LOCATIONS=1); never rendered otherwise.
@@ -92,12 +94,14 @@ def internal_server(spec: ServiceDef, port: int) -> str:
 
 
 class Nginx:
-    def __init__(self, config: StackConfig, media_root: Path, temp_root: Path | None = None) -> None:
+    def __init__(self, config: StackConfig, media_root: Path, shared_root: Path | None = None) -> None:
         self.config = config
         self.prefix = config.data_dir / "nginx"
         self.media_root = media_root
-        # Written by the workers (nobody, as root): somewhere that user can reach.
-        self.temp_root = temp_root or self.prefix / "tmp"
+        # What the workers (nobody, as root) read or write: somewhere that user can reach.
+        shared = shared_root or self.prefix
+        self.temp_root = shared / "tmp"
+        self.web_root = shared / "web"
         self.binary = find_nginx()
 
     def prepare(self) -> Path:
@@ -141,6 +145,14 @@ class Nginx:
             bench_locations.write_text((NGINX_DIR / BENCH_INCLUDE).read_text())
         else:
             bench_locations.unlink(missing_ok=True)
+        # A copy in a folder nginx's workers (nobody, as root) can read, wherever the repository
+        # lives.
+        web_root = self.web_root
+        shutil.rmtree(web_root, ignore_errors=True)
+        shutil.copytree(WEB_DIR, web_root)
+        for path in (web_root, *web_root.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        values["WEB_ROOT"] = str(web_root)
         # Locations of optional services, only when the service (and so its upstream) is present.
         locations = self.prefix / "locations"
         if locations.exists():

@@ -341,7 +341,7 @@ class Stack:
 
     def _start_nginx(self, timeout: float) -> None:
         # Only now that every instance answers: nginx's port opens on a ready stack.
-        nginx = Nginx(self.config, self.media_root, self.shared_dir / "nginx-tmp")
+        nginx = Nginx(self.config, self.media_root, self.shared_dir / "nginx")
         port = self.config.http_port
         item = Managed(
             "nginx",

@@ -31,6 +31,11 @@ class Client:
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
         self.closed = False
+        # The client that made the hub is the browser showing the code; the one that joins it is
+        # the phone (or whoever else read the code first).
+        self.opener = False
+        # The public user object the phone proved with its access token (the `identify` op).
+        self.user: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
 
     async def send(self, payload: dict[str, Any]) -> None:
@@ -58,7 +63,10 @@ class Hub:
     client_id: str
     deadline: float
     clients: list[Client] = field(default_factory=list)
+    # Serialises what ends a hub from a message (a ticket, a refusal): one of them wins.
     ticket_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # What the phone is told about the browser that opened the hub (see requester.py).
+    requester: dict[str, Any] | None = None
     _finishing: "asyncio.Future[None] | None" = None
 
     @property
@@ -100,12 +108,14 @@ class HubRegistry:
                 return Refusal.BUSY
             hub = Hub(client_id, deadline=asyncio.get_running_loop().time() + self.ttl)
             self.hubs[client_id] = hub
+            client.opener = True
         elif hub.finished or len(hub.clients) >= MAX_CLIENTS:
             return Refusal.FULL
         hub.clients.append(client)
         return hub
 
     def leave(self, hub: Hub, client: Client) -> None:
+        """Take `client` out of `hub`; the clients still in it are the caller's to tell."""
         if client in hub.clients:
             hub.clients.remove(client)
         # A hub nobody is in is freed at once (and only the hub that is registered now).

@@ -2,13 +2,16 @@
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, HTTPException, WebSocket
 
+from common.errors import InvalidToken, NotAuthenticated
 from common.metrics import WEBSOCKET_SESSIONS
 from common.rules import CLIENT_ID_RE, MAX_TICKET_LENGTH
+from common.tokens import token_from_authorization
 from qr_ws_service.auth_client import AuthClient, AuthUnavailable
 from qr_ws_service.dependencies import AuthDep, HubsDep, SettingsDep
 from qr_ws_service.hubs import (
@@ -21,6 +24,7 @@ from qr_ws_service.hubs import (
     TokenBucket,
 )
 from qr_ws_service.logs import hub_label
+from qr_ws_service.requester import describe_requester
 from qr_ws_service.settings import QrWsSettings
 
 logger = logging.getLogger(__name__)
@@ -56,20 +60,51 @@ async def qr_auth(websocket: WebSocket, registry: HubsDep, auth: AuthDep, settin
         sessions.dec()
         if isinstance(joined, Hub):
             registry.leave(joined, client)
+            await _tell_the_rest(joined, client)
 
 
 async def _open(
     websocket: WebSocket, client: Client, hub: Hub, settings: QrWsSettings, auth: AuthClient
 ) -> None:
+    if client.opener:
+        hub.requester = describe_requester(websocket, datetime.now(UTC))
     remaining = max(0.0, hub.deadline - asyncio.get_running_loop().time())
+    # `role` tells a phone that opened a code nobody shows any more (the hub was gone, so it made
+    # a new one) that no computer is waiting on it.
+    role = "browser" if client.opener else "phone"
     await client.send(
-        {"op": "hello", "timeout": round(remaining), "heartbeat_timeout": settings.heartbeat_timeout}
+        {
+            "op": "hello",
+            "timeout": round(remaining),
+            "heartbeat_timeout": settings.heartbeat_timeout,
+            "role": role,
+        }
     )
-    if len(hub.clients) == 2:
-        await asyncio.gather(
-            *(other.send({"op": "mobile connected"}) for other in hub.clients if other is not client)
-        )
+    if not client.opener:
+        # Only the joining client (the phone) learns where the browser is: it is the one asked
+        # to approve, and the browser needs nothing about itself.
+        if hub.requester is not None:
+            await client.send({"op": "login request", **hub.requester})
+        await _tell(_others(hub, client), {"op": "mobile connected"})
     await _serve(websocket, client, hub, settings, auth)
+
+
+def _others(hub: Hub, client: Client) -> list[Client]:
+    return [other for other in hub.clients if other is not client]
+
+
+async def _tell(clients: list[Client], payload: dict[str, Any]) -> None:
+    await asyncio.gather(*(other.send(payload) for other in clients))
+
+
+async def _tell_the_rest(hub: Hub, client: Client) -> None:
+    """A client left a hub that is still open: the one waiting on it should know."""
+    if hub.finished or not hub.clients:
+        return
+    if client.opener:
+        await _tell(hub.clients, {"op": "browser disconnected"})
+    else:
+        await _tell([other for other in hub.clients if other.opener], {"op": "mobile disconnected"})
 
 
 async def _serve(
@@ -121,8 +156,47 @@ async def _handle(client: Client, hub: Hub, message: dict[str, Any] | None, auth
         await client.send({"op": "heartbeat_ack"})
     elif op == "pending_ticket" and message is not None:
         await _pending_ticket(client, hub, message.get("encrypted_user_payload"), auth)
+    elif op == "identify" and message is not None and not client.opener:
+        await _identify(client, hub, message.get("token"), auth)
+    elif op == "deny":
+        await _deny(hub)
     else:
         await client.send({"op": "unknown op"})
+
+
+async def _identify(client: Client, hub: Hub, token: object, auth: AuthClient) -> None:
+    """The phone proves its account with its access token; the browser is told the public user
+    object only (never the token), so the person sees who is about to log in before approving."""
+    if client.user is not None:
+        await client.send({"op": "already identified"})
+        return
+    try:
+        # `Bearer <token>` or a bare token, as the HTTP API takes it.
+        access_token = token_from_authorization(token if isinstance(token, str) else None)
+    except (NotAuthenticated, InvalidToken):
+        await client.send({"op": "bad token"})
+        return
+    try:
+        user = await auth.identify(access_token)
+    except AuthUnavailable as exc:
+        logger.warning("auth service unavailable", extra={"error": str(exc)})
+        await client.send({"op": "try again later"})
+        return
+    if user is None:
+        await client.send({"op": "bad token"})
+        return
+    if hub.finished or client.closed:
+        return
+    client.user = user
+    await client.send({"op": "identified", "user": user})
+    await _tell(_others(hub, client), {"op": "mobile identified", "user": user})
+
+
+async def _deny(hub: Hub) -> None:
+    """Either client may refuse the login: every client is told and the hub ends."""
+    async with hub.ticket_lock:
+        if not hub.finished:
+            await hub.finish({"op": "denied"})
 
 
 async def _pending_ticket(client: Client, hub: Hub, ticket: object, auth: AuthClient) -> None:

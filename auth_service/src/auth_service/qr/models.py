@@ -7,6 +7,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    MetaData,
     Table,
     Text,
     Uuid,
@@ -31,4 +32,15 @@ qr_tickets = Table(
     CheckConstraint("(state = 'minted') = (client_id IS NULL)", name="qr_tickets_client_id"),
     Index("qr_tickets_expires_at", "expires_at"),
     Index("qr_tickets_user", "user_id", "expires_at"),
+)
+
+# The users service's published read contract (created by its migrations, not ours): the hub shows
+# the browser who the phone is, and that is exactly a public user object.
+profiles_metadata = MetaData(schema="users")
+public_profiles = Table(
+    "public_profiles",
+    profiles_metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("username", Text),
+    Column("avatar_url", Text),
 )

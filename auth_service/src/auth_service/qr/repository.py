@@ -2,13 +2,14 @@
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth_service.models import credentials
-from auth_service.qr.models import qr_tickets
+from auth_service.models import credentials, revoked_tokens
+from auth_service.qr.models import public_profiles, qr_tickets
 
 
 async def insert_minted(conn: AsyncConnection, ticket_id: uuid.UUID, user_id: int, expires_at: int) -> bool:
@@ -74,3 +75,18 @@ async def delete_expired(conn: AsyncConnection) -> int:
     # An expired ticket no longer decodes, so forgetting its row cannot re-open it.
     statement = qr_tickets.delete().where(qr_tickets.c.expires_at < func.now())
     return (await conn.execute(statement)).rowcount or 0
+
+
+async def public_user(conn: AsyncConnection, user_id: int, jti: str) -> dict[str, Any] | None:
+    """The public user object behind an access token: an active account, the token not revoked."""
+    statement = (
+        select(public_profiles.c.id, public_profiles.c.username, public_profiles.c.avatar_url)
+        .join(credentials, credentials.c.user_id == public_profiles.c.id)
+        .where(
+            public_profiles.c.id == user_id,
+            credentials.c.state == "active",
+            ~exists().where(revoked_tokens.c.jti == jti),
+        )
+    )
+    row = (await conn.execute(statement)).mappings().first()
+    return dict(row) if row is not None else None

@@ -1,6 +1,6 @@
 """QR login: minting a ticket (phone), exchanging it (browser), and the websocket service's
-internal call that accepts a ticket for a hub. The internal router lives outside /auth/, where
-nginx routes nothing."""
+internal calls that accept a ticket for a hub and name the account behind a phone's token. The
+internal router lives outside /auth/, where nginx routes nothing."""
 
 from typing import Annotated
 
@@ -13,6 +13,7 @@ from auth_service.schemas import TokenResponse
 from common.errors import InvalidToken, NotAuthenticated, TooManyRequests, error_responses
 from common.identity import CurrentUserId
 from common.rules import CLIENT_ID_MAX_LENGTH, CLIENT_ID_PATTERN, MAX_TICKET_LENGTH
+from common.tokens import MAX_TOKEN_LENGTH
 
 
 class TicketResponse(BaseModel):
@@ -26,6 +27,20 @@ class AcceptRequest(BaseModel):
 
 class AcceptResponse(BaseModel):
     accepted: bool
+
+
+class IdentifyRequest(BaseModel):
+    token: Annotated[str, Field(max_length=MAX_TOKEN_LENGTH)]
+
+
+class PublicUser(BaseModel):
+    id: int
+    username: str
+    avatar_url: str | None
+
+
+class IdentifyResponse(BaseModel):
+    user: PublicUser | None
 
 
 router = APIRouter(prefix="/auth", tags=["qr login"])
@@ -65,3 +80,10 @@ async def exchange_ticket(
 @internal_router.post("/accept", response_model=AcceptResponse)
 async def accept_ticket(body: AcceptRequest, tickets: TicketsDep) -> AcceptResponse:
     return AcceptResponse(accepted=await tickets.accept(body.ticket, body.client_id))
+
+
+@internal_router.post("/identify", response_model=IdentifyResponse)
+async def identify(body: IdentifyRequest, tickets: TicketsDep) -> IdentifyResponse:
+    """Whose is this access token? For the hub, which shows the browser who the phone is."""
+    user = await tickets.identify(body.token)
+    return IdentifyResponse(user=PublicUser(**user) if user is not None else None)

@@ -14,6 +14,7 @@ import struct
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -117,6 +118,16 @@ class TicketService:
             return False
         async with self.engine.begin() as conn:
             return await repository.mark_accepted(conn, claims.ticket_id, claims.user_id, client_id)
+
+    async def identify(self, token: str) -> dict[str, Any] | None:
+        """Called by the websocket service when a phone proves its account in a hub: the public
+        user object of a good, unrevoked access token of an active account, else None."""
+        try:
+            claims = self.issuer.verifier.verify(token)
+        except InvalidToken:
+            return None
+        async with self.engine.connect() as conn:
+            return await repository.public_user(conn, claims.user_id, claims.jti)
 
     async def exchange(self, ticket: str, client_id: str) -> str:
         """The browser's side: an accepted ticket of this hub becomes an access token, once."""
