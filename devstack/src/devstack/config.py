@@ -1,5 +1,6 @@
 import importlib.util
 import os
+import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,10 +76,35 @@ def instance_names(name: str, count: int) -> list[str]:
     return [f"{name}{index}" for index in range(1, count + 1)]
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, for a process that will bind it later (tests, bench).
+
+    Chosen below the kernel's ephemeral range: a port the kernel hands out for outgoing
+    connections (hundreds of them while a stack starts) could be taken by one before the
+    process that was given it binds it. Never the same port twice in one process."""
+    low, _ = _ephemeral_range()
+    if low > 12000:
+        for _ in range(200):
+            port = random.randrange(10000, low)  # noqa: S311 (not a secret)
+            if port not in _handed_out and port_is_free(port, host):
+                _handed_out.add(port)
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        port = int(sock.getsockname()[1])
+    _handed_out.add(port)
+    return port
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
