@@ -119,8 +119,7 @@ async def prepare_ceiling_tables(dsn: str) -> None:
             INSERT INTO bench_ceiling.chats OVERRIDING SYSTEM VALUE SELECT * FROM private_chat.chats;
             CREATE TABLE bench_ceiling.messages (LIKE private_chat.messages INCLUDING ALL);
             ALTER TABLE bench_ceiling.messages
-                ADD FOREIGN KEY (chat_id) REFERENCES bench_ceiling.chats (id),
-                ADD FOREIGN KEY (chat_id, answer_id) REFERENCES bench_ceiling.messages (chat_id, id);
+                ADD FOREIGN KEY (chat_id) REFERENCES bench_ceiling.chats (id);
             ANALYZE bench_ceiling.chats;
             """
         )

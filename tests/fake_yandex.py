@@ -18,6 +18,36 @@ CLIENT_ID = "test-yandex-client-id"
 REDIRECT_URI = "https://chat.example/yandex-callback"
 # The auth service's Yandex timeout in the tests; a "slow" reply waits longer than this.
 TIMEOUT_SECONDS = 2.0
+# How long a held reply waits for its partners: well inside the auth service's timeout, so a
+# partner that comes late (a loaded machine, a Retry-After) never turns the first into a 502.
+HOLD_SECONDS = TIMEOUT_SECONDS / 2
+
+
+class Pairing:
+    """Requests held until `parties` of them are being served at once (see hold_together)."""
+
+    def __init__(self, parties: int) -> None:
+        self.parties = parties
+        self._barrier = threading.Barrier(parties)
+        self._lock = threading.Lock()
+        self.met = 0  # requests that were answered together with all their partners
+        self.alone = 0  # requests answered without them (a partner came late or never)
+
+    @property
+    def held(self) -> bool:
+        """True when every party was in flight at the same moment."""
+        return self.met == self.parties
+
+    def wait(self) -> bool:
+        try:
+            self._barrier.wait(timeout=HOLD_SECONDS)
+        except threading.BrokenBarrierError:
+            with self._lock:
+                self.alone += 1
+            return False
+        with self._lock:
+            self.met += 1
+        return True
 
 
 @dataclass
@@ -30,7 +60,7 @@ class Reply:
     delay: float = 0.0  # seconds to wait before answering (past the client timeout: a time-out)
     drop: bool = False  # close the connection without answering
     # Set by FakeYandex.hold_together: the reply waits until the other requests are in flight too.
-    barrier: threading.Barrier | None = field(default=None, repr=False)
+    pairing: Pairing | None = field(default=None, repr=False)
 
 
 class _Server(ThreadingHTTPServer):
@@ -49,7 +79,6 @@ class FakeYandex:
         self._lock = threading.Lock()
         self._released = threading.Event()
         self.requests: list[tuple[str, str | None]] = []  # (path with query, Authorization)
-        self.broken_barriers = 0
         self.client_id = CLIENT_ID
         self.redirect_uri = REDIRECT_URI
         self.timeout_seconds = TIMEOUT_SECONDS
@@ -74,13 +103,17 @@ class FakeYandex:
         with self._lock:
             self._replies[token] = reply
 
-    def hold_together(self, tokens: list[str], parties: int) -> None:
+    def hold_together(self, tokens: list[str], parties: int) -> Pairing:
         """Answer none of these tokens until `parties` requests for them are being served at once,
-        so concurrent requests reach the auth service's writes together."""
-        barrier = threading.Barrier(parties)
+        so concurrent requests reach the auth service's writes together. A partner later than
+        HOLD_SECONDS breaks the pairing and every reply goes out at once (still in time for the
+        auth service); the returned Pairing tells whether they really met, so a test can try
+        again rather than fail on the machine's timing."""
+        pairing = Pairing(parties)
         with self._lock:
             for token in tokens:
-                self._replies[token].barrier = barrier
+                self._replies[token].pairing = pairing
+        return pairing
 
     def profile(self, token: str, **fields: Any) -> dict[str, Any]:
         """Serve a profile (issued to our client id unless told otherwise) for the token."""
@@ -141,12 +174,8 @@ class FakeYandex:
                     # What Yandex says for an unknown, expired or revoked token.
                     self._send(401, b"invalid token", "text/plain")
                     return
-                if reply.barrier is not None:
-                    try:
-                        reply.barrier.wait(timeout=10)
-                    except threading.BrokenBarrierError:
-                        # A partner never came (e.g. nginx rate-limited it); answer anyway.
-                        fake.broken_barriers += 1
+                if reply.pairing is not None:
+                    reply.pairing.wait()
                 if reply.delay:
                     fake._released.wait(reply.delay)
                 if reply.drop:

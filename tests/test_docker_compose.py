@@ -26,11 +26,63 @@ PYTHON_SERVICES = {
     "qr_ws": "qr_ws_service",
     "events": "events_service",
 }
-INTERPOLATION = re.compile(r"\$\{([A-Z_]+)(?::?[-?]([^}]*))?\}")
+# Compose interpolation: $$ (a literal $), $VAR, ${VAR}, ${VAR:-default}, ${VAR-default},
+# ${VAR:?message}, ${VAR?message}, ${VAR:+other}, ${VAR+other}.
+INTERPOLATION = re.compile(
+    r"\$(?:(?P<escaped>\$)|(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\})"
+)
+
+
+class MissingVariable(Exception):
+    """What `docker compose` stops with when a `${VAR:?message}` variable is not set."""
 
 
 def interpolate(value: str, env: dict[str, str]) -> str:
-    return INTERPOLATION.sub(lambda m: env.get(m.group(1), m.group(2) or ""), value)
+    def substitute(match: re.Match[str]) -> str:
+        if match.group("escaped"):
+            return "$"
+        name = match.group("bare") or match.group("name")
+        op, arg = match.group("op"), match.group("arg") or ""
+        is_set = name in env
+        is_filled = bool(env.get(name))
+        present = is_filled if op and op.startswith(":") else is_set
+        if op in (":?", "?"):
+            if not present:
+                raise MissingVariable(f"{name}: {arg}")
+            return env[name]
+        if op in (":-", "-"):
+            return env[name] if present else arg
+        if op in (":+", "+"):
+            return arg if present else ""
+        return env.get(name, "")
+
+    return INTERPOLATION.sub(substitute, value)
+
+
+def strings(node: object) -> list[str]:
+    """Every string value of the parsed file (anchors and merges already resolved)."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [text for value in node.values() for text in strings(value)]
+    if isinstance(node, list):
+        return [text for value in node for text in strings(value)]
+    return []
+
+
+def interpolate_file(env: dict[str, str]) -> None:
+    for text in strings(COMPOSE):
+        interpolate(text, env)
+
+
+def required_variables() -> set[str]:
+    return {
+        match.group("name")
+        for text in strings(COMPOSE)
+        for match in INTERPOLATION.finditer(text)
+        if match.group("op") in (":?", "?")
+    }
 
 
 def service_env(name: str, env: dict[str, str]) -> dict[str, str]:
@@ -81,12 +133,82 @@ def test_service_images_and_migrations(name: str, folder: str) -> None:
     assert (f"alembic -c {folder}/alembic.ini upgrade head" in dockerfile) == has_migrations
 
 
+# Settings whose value is a secret: each must come from the environment, with no default.
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|PRIVATE_KEY$|_TOKEN$|API_KEY|TICKET_KEY$")
+# A credential inside a URL: scheme://user:password@host.
+URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^:/@\s]+:(?P<password>[^@\s]*)@")
+REQUIRED_ONLY = re.compile(r"^\$\{[A-Z_]+\?[^}]*\}$|^\$\{[A-Z_]+:\?[^}]*\}$")
+# What a pasted secret looks like: a key block, or a long run of random-looking characters.
+PEM = re.compile(r"-----BEGIN [A-Z ]+-----")
+RANDOM_RUN = re.compile(r"[A-Za-z0-9+/_=-]{24,}")
+
+
+def environments() -> list[tuple[str, str, str]]:
+    """(service, setting, raw value) for every environment entry of every service."""
+    found = []
+    for service, spec in SERVICES.items():
+        environment = spec.get("environment", {})
+        if isinstance(environment, list):
+            environment = dict(item.partition("=")[::2] for item in environment)
+        found += [(service, key, str(value)) for key, value in environment.items()]
+    return found
+
+
+def looks_random(text: str) -> bool:
+    return any(
+        sum(c.isdigit() for c in run) >= 4 and sum(c.isalpha() for c in run) >= 4
+        for run in RANDOM_RUN.findall(INTERPOLATION.sub("", text))
+    )
+
+
 def test_secrets_are_not_in_the_file() -> None:
-    text = (REPO_ROOT / "docker-compose.yml").read_text()
-    assert "${POSTGRES_PASSWORD:?" in text
-    assert "${MINIO_ROOT_PASSWORD:?" in text
+    secrets_seen = 0
+    for service, key, value in environments():
+        if SECRET_NAME.search(key) and not key.endswith("_FILE"):
+            secrets_seen += 1
+            assert REQUIRED_ONLY.match(value), f"{service}.{key} = {value!r}: not a required variable"
+        url = URL_PASSWORD.match(value)
+        if url:
+            assert REQUIRED_ONLY.match(url.group("password")), f"{service}.{key}: password in the URL"
+    assert secrets_seen >= 4  # postgres, minio, minio-init and users each take one
+    for text in strings(COMPOSE):
+        assert not PEM.search(text), text
+        assert not looks_random(text), text
     for name in PYTHON_SERVICES:
-        assert service_env(name, {})["ENVIRONMENT"] == "production"
+        assert service_env(name, REQUIRED_ENV)["ENVIRONMENT"] == "production"
+
+
+# What `docker compose up` needs from the environment: the required variables, all documented
+# in .env.example with an empty value (the repository holds none of them).
+REQUIRED_ENV = {"POSTGRES_PASSWORD": "pw-from-env", "MINIO_ROOT_PASSWORD": "minio-pw"}
+
+
+def test_required_variables_are_documented_and_empty() -> None:
+    assert required_variables() == set(REQUIRED_ENV)
+    example = (REPO_ROOT / ".env.example").read_text().splitlines()
+    for name in REQUIRED_ENV:
+        assert f"{name}=" in example, name
+
+
+@pytest.mark.parametrize("missing", sorted(REQUIRED_ENV))
+def test_a_missing_required_variable_stops_compose(missing: str) -> None:
+    interpolate_file(REQUIRED_ENV)
+    env = {key: value for key, value in REQUIRED_ENV.items() if key != missing}
+    with pytest.raises(MissingVariable, match=missing):
+        interpolate_file(env)
+    with pytest.raises(MissingVariable, match=missing):
+        interpolate_file({**env, missing: ""})
+
+
+def test_interpolation_follows_compose() -> None:
+    env = {"SET": "value", "EMPTY": ""}
+    assert interpolate("$$SET ${SET} $SET", env) == "$SET value value"
+    assert interpolate("${UNSET:-d} ${EMPTY:-d} ${EMPTY-d} ${UNSET-d}", env) == "d d  d"
+    assert interpolate("${SET:+alt}|${EMPTY:+alt}|${EMPTY+alt}", env) == "alt||alt"
+    assert interpolate("${EMPTY?needed}", env) == ""
+    for text in ("${UNSET:?needed}", "${EMPTY:?needed}", "${UNSET?needed}"):
+        with pytest.raises(MissingVariable):
+            interpolate(text, env)
 
 
 def test_dependencies_start_in_order() -> None:
@@ -101,7 +223,7 @@ def compose_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     keys = tmp_path_factory.mktemp("keys")
     ensure_signing_keys(keys)
     ensure_secret(keys / "qr_ticket.key")
-    return {"POSTGRES_PASSWORD": "pw-from-env", "MINIO_ROOT_PASSWORD": "minio-pw", "KEYS": str(keys)}
+    return {**REQUIRED_ENV, "KEYS": str(keys)}
 
 
 def settings_for(name: str, compose_env: dict[str, str]) -> Any:

@@ -225,6 +225,7 @@ async def test_two_user_conversation_with_replies_paged_both_ways(
             assert message["chat_id"] == chat_id
             assert message["message_owner"] == user_object(owner)
             assert datetime.fromisoformat(message["created_at"]).utcoffset() is not None
+            assert message["edited_at"] is None
 
     # Default page: newest first, both members see the same.
     everything = await page(api, alice, chat_id)
@@ -293,6 +294,7 @@ async def test_reply_must_point_into_the_same_chat(
         "chat_id": ours,
         "message_owner": user_object(bob),
         "created_at": (await page(api, alice, ours, limit=1))[0]["created_at"],
+        "edited_at": None,
     }
 
 

@@ -16,7 +16,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from private_chat_service.repository import CHAT_LIST_SQL, PAGE_SQL, SEND_SQL
+from private_chat_service.repository import (
+    CHAT_LIST_SQL,
+    DELETE_SQL,
+    EDIT_SQL,
+    MEMBER_MESSAGE_SQL,
+    PAGE_SQL,
+    SEND_SQL,
+)
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -192,33 +199,125 @@ async def test_member_page_statement_is_a_bounded_range_scan(
 
 
 def modified_rows(plan: dict[str, Any], operation: str) -> int:
+    """Rows fed into the one UPDATE or DELETE (its child), whether or not it returns them."""
     [node] = [n for n in nodes(plan) if n["Node Type"] == "ModifyTable" and n["Operation"] == operation]
-    rows: int = node["Actual Rows"]
+    return fed(node)
+
+
+def fed(node: dict[str, Any]) -> int:
+    """Rows a ModifyTable node's input gave it (not its InitPlans or SubPlans)."""
+    [child] = [n for n in node["Plans"] if n["Parent Relationship"] == "Outer"]
+    rows: int = child["Actual Rows"]
     return rows
 
 
+def index_scans(plan: dict[str, Any]) -> set[tuple[str | None, str | None]]:
+    return {(n.get("Relation Name"), n.get("Index Name")) for n in nodes(plan) if "Index Name" in n}
+
+
+def rows_inserted(plan: dict[str, Any]) -> dict[str, int]:
+    """Rows fed into each INSERT (its child), whether or not it returns them."""
+    inserts = [n for n in nodes(plan) if n.get("Operation") == "Insert"]
+    return {n["Relation Name"]: fed(n) for n in inserts}
+
+
+def assert_no_scans_of_tables(plan: dict[str, Any]) -> None:
+    assert not [n for n in nodes(plan) if n["Node Type"] in ("Seq Scan", "Sort", "Bitmap Heap Scan")]
+
+
+@pytest.mark.parametrize("nonce", [None, "plan-nonce"], ids=["plain", "nonce"])
 async def test_send_statement_touches_one_chat_row_and_inserts_one_message(
-    db: asyncpg.Connection, big_chat: dict[str, int]
+    db: asyncpg.Connection, big_chat: dict[str, int], nonce: str | None
 ) -> None:
     """Run for real (EXPLAIN ANALYZE) inside a transaction that is rolled back."""
-    args = (big_chat["chat_id"], big_chat["user"], "explained", big_chat["first"])
+    args = (big_chat["chat_id"], big_chat["user"], "explained", big_chat["first"], nonce)
     count = "SELECT count(*) FROM private_chat.messages WHERE chat_id = $1"
     before = await db.fetchval(count, big_chat["chat_id"])
     for generic in (False, True):
         plan = await explain_prepared(db, SEND_SQL, *args, generic=generic)
-        assert not [n for n in nodes(plan) if n["Node Type"] in ("Seq Scan", "Sort", "Bitmap Heap Scan")]
-        scans = {(n.get("Relation Name"), n.get("Index Name")) for n in nodes(plan) if "Index Name" in n}
-        # The chat by key, the reply by key, the author's profile (for the event) by key.
-        assert scans == {("chats", "chats_pkey"), ("messages", "messages_pkey"), ("users", "users_pkey")}
-        assert modified_rows(plan, "Update") == 1
-        # Rows fed into each INSERT (its child), whether or not it returns them.
-        inserts = [n for n in nodes(plan) if n.get("Operation") == "Insert"]
-        assert {n["Relation Name"]: n["Plans"][0]["Actual Rows"] for n in inserts} == {
-            "messages": 1,
-            "outbox": 1,
+        assert_no_scans_of_tables(plan)
+        # The chat by key (locked, then updated), the reply by key, the author's profile (for the
+        # event) by key.
+        assert index_scans(plan) == {
+            ("chats", "chats_pkey"),
+            ("messages", "messages_pkey"),
+            ("users", "users_pkey"),
         }
+        assert modified_rows(plan, "Update") == 1
+        expected = {"messages": 1, "outbox": 1, "send_nonces": 1 if nonce else 0}
+        assert rows_inserted(plan) == expected
     # Measured, then rolled back: nothing stayed.
     assert await db.fetchval(count, big_chat["chat_id"]) == before
+
+
+async def test_repeated_nonce_send_writes_nothing(db: asyncpg.Connection, big_chat: dict[str, int]) -> None:
+    """A repeat inside the window: the nonce key decides, and neither the message, nor the chat's
+    activity, nor the event is written. (The first send and the repeat are rolled back.)"""
+    chat, user = big_chat["chat_id"], big_chat["user"]
+    transaction = db.transaction()
+    await transaction.start()
+    try:
+        await db.execute(SEND_SQL, chat, user, "first", None, "plan-repeat")
+        for generic in (False, True):
+            plan = await explain_prepared(
+                db, SEND_SQL, chat, user, "again", None, "plan-repeat", generic=generic
+            )
+            assert_no_scans_of_tables(plan)
+            # The nonce row is offered and conflicts; nothing reaches the other tables.
+            assert rows_inserted(plan) == {"messages": 0, "outbox": 0, "send_nonces": 1}
+            assert modified_rows(plan, "Update") == 0
+    finally:
+        await transaction.rollback()
+
+
+async def test_one_message_is_two_key_lookups(db: asyncpg.Connection, big_chat: dict[str, int]) -> None:
+    args = (big_chat["chat_id"], big_chat["user"], big_chat["first"] + 7)
+    for generic in (False, True):
+        plan = await explain_prepared(db, MEMBER_MESSAGE_SQL, *args, generic=generic)
+        assert_no_scans_of_tables(plan)
+        assert index_scans(plan) == {
+            ("chats", "chats_pkey"),
+            ("messages", "messages_pkey"),
+            ("users", "users_pkey"),
+        }
+        [message] = [n for n in nodes(plan) if n.get("Relation Name") == "messages"]
+        assert message["Actual Rows"] == 1
+
+
+@pytest.mark.parametrize("statement", ["edit", "delete"])
+async def test_edit_and_delete_change_one_row_by_key(
+    db: asyncpg.Connection, big_chat: dict[str, int], statement: str
+) -> None:
+    """Run for real inside a transaction that is rolled back; the (synthetic) big chat's odd
+    messages are the low user's own."""
+    chat, user = big_chat["chat_id"], big_chat["user"]
+    owned = await db.fetchval(
+        "SELECT id FROM private_chat.messages WHERE chat_id = $1 AND owner_id = $2 ORDER BY id LIMIT 1",
+        chat,
+        user,
+    )
+    for generic in (False, True):
+        if statement == "edit":
+            plan = await explain_prepared(db, EDIT_SQL, chat, user, owned, "edited", generic=generic)
+            assert modified_rows(plan, "Update") == 1
+        else:
+            plan = await explain_prepared(db, DELETE_SQL, chat, user, owned, generic=generic)
+            assert modified_rows(plan, "Delete") == 1
+        assert_no_scans_of_tables(plan)
+        assert {scan for scan in index_scans(plan) if scan[0] != "users"} == {
+            ("chats", "chats_pkey"),
+            ("messages", "messages_pkey"),
+        }
+        assert rows_inserted(plan) == {"outbox": 1}
+        # The chat row is locked once, before the change.
+        [lock] = [n for n in nodes(plan) if n["Node Type"] == "LockRows"]
+        assert lock["Actual Rows"] == 1
+    assert (
+        await db.fetchval(
+            "SELECT text FROM private_chat.messages WHERE chat_id = $1 AND id = $2", chat, owned
+        )
+        is not None
+    )
 
 
 async def test_page_owners_come_from_one_join(db: asyncpg.Connection, big_chat: dict[str, int]) -> None:
@@ -254,6 +353,91 @@ async def test_member_chats_view_reads_only_the_members_index_entries(
     assert indexes & {"chats_low_activity", "chats_pair_key"}
     chat_rows = [n for n in nodes(plan) if n.get("Relation Name") == "chats"]
     assert sum(n["Actual Rows"] for n in chat_rows) == MY_CHATS + 1
+    message_scans = [n for n in nodes(plan) if n.get("Relation Name") == "messages"]
+    assert message_scans
+    assert all(n.get("Index Name") == "messages_pkey" for n in message_scans)
+
+
+MOSTLY_DELETED_MESSAGES = 20_000
+
+
+@pytest.fixture
+async def mostly_deleted_chat(db: asyncpg.Connection, big_chat: dict[str, int]) -> dict[str, int]:
+    """A chat whose newest 10,000 messages were 90% deleted (and the table vacuumed, as autovacuum
+    would), plus its very newest 200 deleted outright. Built once per session."""
+    if "deleted" in _built:
+        return _built["deleted"]
+    low, high = big_chat["user"] + 3, big_chat["user"] + 4
+    async with db.transaction():
+        chat_id = await db.fetchval(
+            "INSERT INTO private_chat.chats (user_low, user_high, starter_id)"
+            " VALUES ($1, $2, $1) RETURNING id",
+            low,
+            high,
+        )
+        await db.execute(
+            """
+            INSERT INTO private_chat.messages (chat_id, owner_id, text)
+            SELECT $1::bigint, $2::bigint, 'message ' || g FROM generate_series(1, $3::int) AS g
+            """,
+            chat_id,
+            low,
+            MOSTLY_DELETED_MESSAGES,
+        )
+        ids = await db.fetchrow(
+            "SELECT min(id) AS first, max(id) AS last FROM private_chat.messages WHERE chat_id = $1", chat_id
+        )
+        recent = ids["last"] - 10_000
+        await db.execute(
+            """
+            DELETE FROM private_chat.messages
+            WHERE chat_id = $1 AND id > $2 AND (id % 10 <> 0 OR id > $3 - 200)
+            """,
+            chat_id,
+            recent,
+            ids["last"],
+        )
+    await db.execute("VACUUM (ANALYZE) private_chat.messages")
+    survivors = await db.fetch(
+        "SELECT id FROM private_chat.messages WHERE chat_id = $1 AND id > $2 ORDER BY id", chat_id, recent
+    )
+    _built["deleted"] = {
+        "chat_id": chat_id,
+        "user": low,
+        "first": ids["first"],
+        "recent": recent,
+        "newest_alive": survivors[-1]["id"],
+        "alive_recent": len(survivors),
+    }
+    return _built["deleted"]
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+@pytest.mark.parametrize("cursor", [None, "before", "after"])
+async def test_pages_stay_range_scans_when_most_recent_messages_were_deleted(
+    db: asyncpg.Connection, mostly_deleted_chat: dict[str, int], cursor: str | None, generic: bool
+) -> None:
+    """A deleted message's row is deleted: a page of a chat whose recent history is mostly deleted
+    reads its `limit` rows from a few index pages, like any other page."""
+    chat = mostly_deleted_chat
+    before = chat["newest_alive"] if cursor == "before" else None
+    after = chat["recent"] + 1_000 if cursor == "after" else None
+    sql = PAGE_SQL[(before is not None, after is not None)]
+    plan = await explain_prepared(db, sql, *page_args(chat, before=before, after=after), generic=generic)
+    assert_bounded_range_scan(plan, "Forward" if cursor == "after" else "Backward", 50)
+    [scan] = [n for n in nodes(plan) if n.get("Relation Name") == "messages"]
+    # 50 entries of the 10%-alive stretch sit on a handful of leaf pages; without deletes a page
+    # reads about 5 (see README). Walking the deleted ones would be hundreds.
+    assert scan["Shared Hit Blocks"] + scan["Shared Read Blocks"] < 40
+
+
+async def test_member_chats_view_names_the_newest_message_left(
+    db: asyncpg.Connection, mostly_deleted_chat: dict[str, int]
+) -> None:
+    chat = mostly_deleted_chat
+    ready = "SELECT last_message_id FROM private_chat.member_chats WHERE user_id = $1 AND chat_id = $2"
+    assert await db.fetchval(ready, chat["user"], chat["chat_id"]) == chat["newest_alive"]
+    plan = await explain_prepared(db, ready, chat["user"], chat["chat_id"])
     message_scans = [n for n in nodes(plan) if n.get("Relation Name") == "messages"]
     assert message_scans
     assert all(n.get("Index Name") == "messages_pkey" for n in message_scans)

@@ -17,8 +17,7 @@ from qr_client import hub_client, new_client_id, next_op
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from auth_service.qr.tickets import TicketClaims, TicketCodec, TicketService
-from common.db import make_engine
+from auth_service.qr.tickets import TicketClaims, TicketCodec
 from devstack import Stack
 
 pytestmark = pytest.mark.usefixtures("stack")
@@ -63,6 +62,16 @@ async def client_ids_on_each(
 
 async def client_ids_per_instance(ws_url: str, instances: dict[str, str]) -> dict[str, str]:
     return {name: ids[0] for name, ids in (await client_ids_on_each(ws_url, instances, 1)).items()}
+
+
+async def hub_freed(instance_url: str, client_id: str) -> bool:
+    async with httpx.AsyncClient(timeout=10) as http:
+        for _ in range(100):
+            response = await http.get(f"{instance_url}/internal/hubs", params={"client_id": client_id})
+            if response.status_code == 404:
+                return True
+            await asyncio.sleep(0.1)
+    return False
 
 
 async def mint(api: httpx.AsyncClient, headers: dict[str, str]) -> str:
@@ -140,10 +149,9 @@ async def test_login_by_qr_on_each_instance(
         replay = await exchange(api, ticket, client_id)
         assert replay.status_code == 401
         assert replay.json() == {"detail": "Invalid or expired ticket", "code": "invalid_ticket"}
-        # The hub was freed when its clients left.
-        async with httpx.AsyncClient() as http:
-            gone = await http.get(f"{instances[instance]}/internal/hubs", params={"client_id": client_id})
-        assert gone.status_code == 404
+        # The hub was freed when its clients left (the instance sees the disconnects a moment
+        # after the clients do).
+        assert await hub_freed(instances[instance], client_id)
 
 
 async def test_a_ticket_is_accepted_once_whichever_instance_asks(
@@ -363,6 +371,8 @@ async def test_concurrent_use_of_one_ticket_succeeds_once(
 async def test_expired_tickets_are_cleaned_up(
     api: httpx.AsyncClient, db: asyncpg.Connection, make_user: Any, stack: Stack
 ) -> None:
+    """The running auth service's own housekeeping removes expired tickets (the test stack runs it
+    every second, AUTH_HOUSEKEEPING_INTERVAL_SECONDS=1); nothing here deletes anything."""
     user = await make_user()
     expired, live = await mint(api, user.headers), await mint(api, user.headers)
     secret = (stack.config.data_dir / "keys" / "qr_ticket.key").read_text()
@@ -374,17 +384,12 @@ async def test_expired_tickets_are_cleaned_up(
         "UPDATE auth.qr_tickets SET expires_at = now() - interval '1 second' WHERE id = $1",
         expired_claims.ticket_id,
     )
-    assert stack.database_url
-    engine = make_engine(stack.database_url, pool_size=1)
-    try:
-        # The auth service runs this on its housekeeping interval; here it runs once, now.
-        tickets = TicketService(
-            engine=engine, codec=codec, issuer=None, ttl_seconds=120, max_live_per_user=20
-        )
-        await tickets.housekeeping()
-    finally:
-        await engine.dispose()
     remaining = {row["id"] for row in await ticket_row(db, user.id)}
+    for _ in range(300):  # up to 30 s: a few housekeeping rounds even on a loaded machine
+        if remaining == {live_claims.ticket_id}:
+            break
+        await asyncio.sleep(0.1)
+        remaining = {row["id"] for row in await ticket_row(db, user.id)}
     assert remaining == {live_claims.ticket_id}
 
 

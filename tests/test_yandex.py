@@ -6,6 +6,8 @@ The stack's auth service asks the fake Yandex ID server (`fake_yandex` fixture) 
 import asyncio
 import itertools
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -372,44 +374,67 @@ async def test_malformed_token_is_422(
     assert await counts(db) == before
 
 
+@asynccontextmanager
+async def own_address(base_url: str, source: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on its own loopback address: nginx's per-address sign-up limit (and the
+    Retry-After a 429 asks for) does not make one of a concurrent pair late."""
+    transport = httpx.AsyncHTTPTransport(local_address=source)
+    async with httpx.AsyncClient(base_url=base_url, transport=transport, timeout=30) as client:
+        yield client
+
+
+# Rounds in which the fake Yandex must see the concurrent requests together; a round whose
+# partner came late (the machine was busy) still checks its outcome and is tried again.
+ATTEMPTS = 6
+
+
 async def test_concurrent_registrations_with_one_token(
-    api: httpx.AsyncClient, db: asyncpg.Connection, fake_yandex: Any
+    base_url: str, db: asyncpg.Connection, fake_yandex: Any
 ) -> None:
-    for _ in range(3):
-        token, yandex_id = new_token(), new_yandex_id()
-        fake_yandex.profile(token, id=yandex_id, login=new_login(), default_email=f"{new_login()}@yandex.ru")
-        fake_yandex.hold_together([token], parties=2)
-        broken = fake_yandex.broken_barriers
-        first, second = await asyncio.gather(register(api, token), register(api, token))
-        assert sorted([first.status_code, second.status_code]) == [200, 409], (first.text, second.text)
-        assert fake_yandex.broken_barriers == broken  # both really were in flight together
-        assert await db.fetchval("SELECT count(*) FROM auth.credentials WHERE yandex_id = $1", yandex_id) == 1
-        row = await account(db, yandex_id)
-        assert row is not None
-        assert row["state"] == "active"
-        assert row["username"] is not None
+    together = 0
+    async with own_address(base_url, "127.0.0.7") as client:
+        for _ in range(ATTEMPTS):
+            token, yandex_id = new_token(), new_yandex_id()
+            email = f"{new_login()}@yandex.ru"
+            fake_yandex.profile(token, id=yandex_id, login=new_login(), default_email=email)
+            pairing = fake_yandex.hold_together([token], parties=2)
+            first, second = await asyncio.gather(register(client, token), register(client, token))
+            assert sorted([first.status_code, second.status_code]) == [200, 409], (first.text, second.text)
+            count = "SELECT count(*) FROM auth.credentials WHERE yandex_id = $1"
+            assert await db.fetchval(count, yandex_id) == 1
+            row = await account(db, yandex_id)
+            assert row is not None
+            assert row["state"] == "active"
+            assert row["username"] is not None
+            together += pairing.held
+            if together == 3:
+                break
+    assert together == 3, "the two registrations never reached Yandex together"
 
 
 async def test_concurrent_registrations_with_one_login(
-    api: httpx.AsyncClient, db: asyncpg.Connection, fake_yandex: Any
+    base_url: str, db: asyncpg.Connection, fake_yandex: Any
 ) -> None:
-    name = new_login()
-    tokens = [new_token(), new_token()]
-    ids = [new_yandex_id(last4="1111"), new_yandex_id(last4="2222")]
-    for token, yandex_id in zip(tokens, ids, strict=True):
-        fake_yandex.profile(token, id=yandex_id, login=name)
-    fake_yandex.hold_together(tokens, parties=2)
-    broken = fake_yandex.broken_barriers
-    responses = await asyncio.gather(*(register(api, token) for token in tokens))
-    assert [response.status_code for response in responses] == [200, 200], [r.text for r in responses]
-    assert fake_yandex.broken_barriers == broken
-    usernames = set()
-    for yandex_id in ids:
-        row = await account(db, yandex_id)
-        assert row is not None
-        usernames.add(row["username"])
-    # Whoever came second got its own id's variant.
-    assert usernames in ({name, f"{name}_2222"}, {name, f"{name}_1111"})
+    async with own_address(base_url, "127.0.0.8") as client:
+        for _ in range(ATTEMPTS):
+            name = new_login()
+            tokens = [new_token(), new_token()]
+            ids = [new_yandex_id(last4="1111"), new_yandex_id(last4="2222")]
+            for token, yandex_id in zip(tokens, ids, strict=True):
+                fake_yandex.profile(token, id=yandex_id, login=name)
+            pairing = fake_yandex.hold_together(tokens, parties=2)
+            responses = await asyncio.gather(*(register(client, token) for token in tokens))
+            assert [response.status_code for response in responses] == [200, 200], [r.text for r in responses]
+            usernames = set()
+            for yandex_id in ids:
+                row = await account(db, yandex_id)
+                assert row is not None
+                usernames.add(row["username"])
+            # Whoever came second got its own id's variant.
+            assert usernames in ({name, f"{name}_2222"}, {name, f"{name}_1111"})
+            if pairing.held:
+                return
+    pytest.fail("the two registrations never reached Yandex together")
 
 
 async def test_users_service_down_leaves_nothing(

@@ -11,14 +11,18 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from common.db import make_pool
 from devstack.migrations import migrate
 from devstack.postgres import PrivatePostgres
+from private_chat_service.main import create_app
 from private_chat_service.service import PrivateChatService
+from private_chat_service.settings import PrivateChatSettings
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +50,20 @@ async def raw(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over ASGI (no nginx): X-User-Id is whatever a test sends."""
+    app = create_app(PrivateChatSettings(DATABASE_URL=database_url, LOG_LEVEL="WARNING"))
+    async with app.router.lifespan_context(app) as state:
+        # What uvicorn does for every request: hand it a copy of the lifespan's state.
+        async def with_state(scope: Any, receive: Any, send: Any) -> None:
+            await app({**scope, "state": dict(state)}, receive, send)
+
+        transport = httpx.ASGITransport(app=with_state)
+        async with httpx.AsyncClient(transport=transport, base_url="http://private-chat") as http:
+            yield http
 
 
 @pytest.fixture

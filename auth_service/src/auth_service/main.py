@@ -1,5 +1,4 @@
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -25,8 +24,7 @@ from common.db import make_engine
 from common.health import Readiness, engine_check
 from common.logs import configure_logging
 from common.metrics import sampling_pool, sqlalchemy_pool_stats
-
-logger = logging.getLogger(__name__)
+from common.periodic import run_periodically
 
 
 def create_app(settings: AuthSettings | None = None) -> FastAPI:
@@ -62,8 +60,8 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
             tickets = build_ticket_service(settings, engine, accounts.issuer)
             async with anyio.create_task_group() as tasks, sampling_pool(sqlalchemy_pool_stats(engine)):
                 interval = settings.housekeeping_interval_seconds
-                tasks.start_soon(_periodically, accounts.housekeeping, interval, "housekeeping")
-                tasks.start_soon(_periodically, tickets.housekeeping, interval, "QR ticket housekeeping")
+                tasks.start_soon(run_periodically, accounts.housekeeping, interval, "housekeeping")
+                tasks.start_soon(run_periodically, tickets.housekeeping, interval, "QR ticket housekeeping")
                 yield {
                     "accounts": accounts,
                     "yandex": build_yandex_auth(settings, accounts, yandex_http),
@@ -81,12 +79,3 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         routers=[router, qr_router, qr_internal_router, yandex_router],
     )
-
-
-async def _periodically(job: Callable[[], Awaitable[None]], interval: float, name: str) -> None:
-    while True:
-        await anyio.sleep(interval)
-        try:
-            await job()
-        except Exception:
-            logger.exception("%s failed", name)

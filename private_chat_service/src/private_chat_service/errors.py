@@ -25,3 +25,9 @@ class MessageNotFound(AppError):
     status_code = 404
     code = "message_not_found"
     message = Message("Message not found", "Сообщение не найдено")
+
+
+class NotMessageAuthor(AppError):
+    status_code = 403
+    code = "not_message_author"
+    message = Message("Only the author can change this message", "Изменить сообщение может только его автор")

@@ -1,3 +1,5 @@
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,6 +11,7 @@ from common.events import EventPublisher, make_redis
 from common.health import Readiness, database_check
 from common.logs import configure_logging
 from common.metrics import asyncpg_pool_stats, sampling_pool
+from common.periodic import run_periodically
 from private_chat_service.dependencies import State
 from private_chat_service.relay import Relay
 from private_chat_service.routes import router
@@ -32,13 +35,19 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
         )
         if settings.relay_enabled:
             relay.start()
+        service = PrivateChatService(pool, events=publisher, outbox_written=relay.wake)
+        # A plain task, not a task group: the lifespan may be entered and left in different tasks
+        # (test clients do), which a task group's cancel scope refuses.
+        sweeper = asyncio.create_task(
+            run_periodically(service.sweep_nonces, settings.nonce_sweep_interval_seconds, "nonce sweep")
+        )
         try:
             async with sampling_pool(asyncpg_pool_stats(pool)):
-                yield {
-                    "service": PrivateChatService(pool, events=publisher, outbox_written=relay.wake),
-                    "readiness": Readiness(database=database_check(pool)),
-                }
+                yield {"service": service, "readiness": Readiness(database=database_check(pool))}
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await relay.stop()
             await redis.aclose()
             await pool.close()

@@ -4,7 +4,6 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
-    ForeignKeyConstraint,
     Identity,
     Index,
     MetaData,
@@ -47,16 +46,27 @@ messages = Table(
     Column("text", Text, nullable=False),
     Column("answer_id", BigInteger, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("edited_at", DateTime(timezone=True), nullable=True),
     # The only index messages need: a page of one chat is a range scan of it (newest first is a
-    # backward scan), and it is the target of the reply key below, so a reply can only point
-    # into its own chat. Nothing looks a message up by id alone.
+    # backward scan), and every look-up of one message is by (chat, id). Nothing looks a message
+    # up by id alone. A deleted message's row is deleted, so pages never step over tombstones;
+    # a reply keeps its answer id (no key: the target may be gone), and the send statement
+    # checks that the target is a message of the same chat.
     PrimaryKeyConstraint("chat_id", "id", name="messages_pkey"),
-    ForeignKeyConstraint(
-        ["chat_id", "answer_id"],
-        ["private_chat.messages.chat_id", "private_chat.messages.id"],
-        name="messages_answer_same_chat_fkey",
-    ),
     CheckConstraint("char_length(text) BETWEEN 1 AND 2000", name="messages_text_length"),
+)
+
+# Send-once nonces of the last 10 minutes (API.md 18): the key decides racing repeats.
+send_nonces = Table(
+    "send_nonces",
+    metadata,
+    Column("chat_id", BigInteger, nullable=False),
+    Column("owner_id", BigInteger, nullable=False),
+    Column("nonce", Text, nullable=False),
+    Column("message_id", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("chat_id", "owner_id", "nonce", name="send_nonces_pkey"),
+    CheckConstraint("char_length(nonce) BETWEEN 1 AND 64", name="send_nonces_nonce_length"),
 )
 
 # The users service's published read contract (created by its migrations, not ours).

@@ -23,6 +23,31 @@ USER_OBJECT_SQL = (
 TIMESTAMP_JSON_SQL = """to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 
+def message_object_sql(row: str) -> str:
+    """The message object (API.md 9, 15) built in SQL from `row` (a messages row, or a RETURNING
+    of one) and its owner's `profile` row, for event payloads and answers made by the statement
+    that makes the change."""
+    return (
+        f"jsonb_build_object('id', {row}.id, 'text', {row}.text, 'answer', {row}.answer_id,"
+        f" 'chat_id', {row}.chat_id, 'message_owner', {USER_OBJECT_SQL.format(id=f'{row}.owner_id')},"
+        f" 'created_at', {TIMESTAMP_JSON_SQL.format(column=f'{row}.created_at')},"
+        f" 'edited_at', {TIMESTAMP_JSON_SQL.format(column=f'{row}.edited_at')})"
+    )
+
+
+# The `profile` row of one message's owner, for a statement about one message: a lateral look-up
+# by key (LIMIT 1 keeps the planner from turning it into a join it may merge against a whole
+# index of users; one row, one probe of users_pkey).
+def profile_of_sql(user_id: str) -> str:
+    # `user_id` is a column reference written in this module, never a value.
+    sql = "LEFT JOIN LATERAL (SELECT username, avatar_url FROM users.public_profiles WHERE id = {} LIMIT 1)"
+    return sql.format(user_id) + " AS profile ON true"
+
+
+# How long a nonce makes a repeated send give back the first message (API.md 18).
+NONCE_WINDOW_SQL = "interval '10 minutes'"
+
+
 @dataclass(frozen=True, slots=True)
 class Members:
     starter_id: int
@@ -34,14 +59,26 @@ class Members:
 
 
 class PageRow(NamedTuple):
+    """A message with its owner's profile: a page entry, or one message."""
+
     id: int
     text: str
     answer_id: int | None
     chat_id: int
     owner_id: int
     created_at: datetime
+    edited_at: datetime | None
     username: str
     avatar_url: str | None
+
+
+class MessageAccessRow(NamedTuple):
+    """Why a change to a message was refused: the chat's members, and the message's owner (None
+    when the chat has no such message)."""
+
+    user_low: int
+    user_high: int
+    owner_id: int | None
 
 
 class ChatInfoRow(NamedTuple):
@@ -115,50 +152,196 @@ async def get_members(db: Executor, chat_id: int) -> Members | None:
     return Members(row[0], row[1], row[2]) if row is not None else None
 
 
-# The send rule, in one statement (one round trip; its own transaction unless run inside one):
-# touch the chat as a member, insert the message and its MESSAGE_CREATE outbox row. The UPDATE is
-# the membership and reply check and takes the chat row's lock, which serialises the changes of
-# one chat, so message ids and outbox ids in a chat grow in commit order; the message takes its
-# created_at from the chat's new activity time. A reply target that is not a message of this chat
-# makes the UPDATE match nothing: nothing at all is written.
+# The send rule, in one statement (one round trip; its own transaction unless run inside one).
+# `locked` is the membership and reply check and takes the chat row's lock first: it serialises
+# the changes of one chat (sends, edits, deletes), so message ids and outbox ids in a chat grow in
+# commit order. The id and the time are taken under the lock (`fresh`); the time is also the
+# chat's new activity time. With a nonce, `claimed` inserts its row keyed by (chat, author,
+# nonce): a repeat within the window conflicts with the first send's row (committed: the first
+# send held the lock until then) and the message is not inserted, nor the chat touched, nor an
+# event written; the statement then returns nothing and `first_of_nonce` reads the first id.
+# A row past the window is taken over in place. A reply target that is not a message of this
+# chat makes `locked` empty: nothing at all is written.
 SEND_SQL = f"""
-    WITH touched AS (
-        UPDATE private_chat.chats
-        SET last_activity_at = greatest(last_activity_at, clock_timestamp())
+    WITH locked AS (
+        SELECT id, user_low, user_high, last_activity_at
+        FROM private_chat.chats
         WHERE id = $1::bigint
           AND (user_low = $2::bigint OR user_high = $2::bigint)
           AND ($4::bigint IS NULL OR EXISTS (
                 SELECT 1 FROM private_chat.messages
                 WHERE chat_id = $1::bigint AND id = $4::bigint))
-        RETURNING id, user_low, user_high, last_activity_at
+        FOR NO KEY UPDATE
+    ), fresh AS (
+        SELECT nextval('private_chat.messages_id_seq'::regclass) AS id, id AS chat_id, user_low,
+               user_high, greatest(last_activity_at, clock_timestamp()) AS created_at
+        FROM locked
+    ), claimed AS (
+        INSERT INTO private_chat.send_nonces AS kept (chat_id, owner_id, nonce, message_id, created_at)
+        SELECT chat_id, $2::bigint, $5::text, id, created_at FROM fresh WHERE $5::text IS NOT NULL
+        ON CONFLICT (chat_id, owner_id, nonce) DO UPDATE
+            SET message_id = excluded.message_id, created_at = excluded.created_at
+            WHERE kept.created_at <= excluded.created_at - {NONCE_WINDOW_SQL}
+        RETURNING message_id
     ), sent AS (
-        INSERT INTO private_chat.messages (chat_id, owner_id, text, answer_id, created_at)
-        SELECT id, $2::bigint, $3::text, $4::bigint, last_activity_at
-        FROM touched
-        RETURNING id, chat_id, owner_id, text, answer_id, created_at
+        INSERT INTO private_chat.messages (id, chat_id, owner_id, text, answer_id, created_at)
+        SELECT id, chat_id, $2::bigint, $3::text, $4::bigint, created_at
+        FROM fresh
+        WHERE $5::text IS NULL OR EXISTS (SELECT 1 FROM claimed)
+        RETURNING id, chat_id, owner_id, text, answer_id, created_at, NULL::timestamptz AS edited_at
+    ), touched AS (
+        UPDATE private_chat.chats SET last_activity_at = sent.created_at
+        FROM sent
+        WHERE chats.id = $1::bigint
     ), announced AS (
         INSERT INTO private_chat.outbox (chat_id, kind, recipients, payload)
-        SELECT sent.chat_id, 'MESSAGE_CREATE', ARRAY[touched.user_low, touched.user_high],
-               jsonb_build_object(
-                   'id', sent.id, 'text', sent.text, 'answer', sent.answer_id, 'chat_id', sent.chat_id,
-                   'message_owner', {USER_OBJECT_SQL.format(id="sent.owner_id")},
-                   'created_at', {TIMESTAMP_JSON_SQL.format(column="sent.created_at")},
-                   'edited_at', NULL)
+        SELECT sent.chat_id, 'MESSAGE_CREATE', ARRAY[fresh.user_low, fresh.user_high],
+               {message_object_sql("sent")}
+               || CASE WHEN $5::text IS NULL THEN '{{}}'::jsonb
+                       ELSE jsonb_build_object('nonce', $5::text) END
         FROM sent
-        CROSS JOIN touched
-        LEFT JOIN users.public_profiles AS profile ON profile.id = sent.owner_id
+        CROSS JOIN fresh
+        {profile_of_sql("sent.owner_id")}
     )
     SELECT id FROM sent
 """  # noqa: S608 (only the constant fragments above are formatted in)
 
 
 async def send_as_member(
-    db: Executor, *, chat_id: int, user_id: int, text: str, answer_id: int | None
+    db: Executor,
+    *,
+    chat_id: int,
+    user_id: int,
+    text: str,
+    answer_id: int | None,
+    nonce: str | None = None,
 ) -> int | None:
-    """The new message's id; None when nothing was written (no such chat, not a member, or a
-    reply target outside the chat)."""
-    message_id = await db.fetchval(SEND_SQL, chat_id, user_id, text, answer_id)
+    """The new message's id; None when nothing was written (no such chat, not a member, a reply
+    target outside the chat, or a repeated nonce)."""
+    message_id = await db.fetchval(SEND_SQL, chat_id, user_id, text, answer_id, nonce)
     return int(message_id) if message_id is not None else None
+
+
+FIRST_OF_NONCE_SQL = f"""
+    SELECT message_id FROM private_chat.send_nonces
+    WHERE chat_id = $1::bigint AND owner_id = $2::bigint AND nonce = $3::text
+      AND created_at > clock_timestamp() - {NONCE_WINDOW_SQL}
+"""  # noqa: S608 (a constant formatted in)
+
+
+async def first_of_nonce(db: Executor, *, chat_id: int, user_id: int, nonce: str) -> int | None:
+    """The id of the message the author sent with this nonce in this chat within the window."""
+    message_id = await db.fetchval(FIRST_OF_NONCE_SQL, chat_id, user_id, nonce)
+    return int(message_id) if message_id is not None else None
+
+
+# Nonces past the window only take space (a repeat past it takes the row over anyway).
+SWEEP_NONCES_SQL = f"""
+    DELETE FROM private_chat.send_nonces WHERE created_at <= clock_timestamp() - {NONCE_WINDOW_SQL}
+"""  # noqa: S608 (a constant formatted in)
+
+
+async def sweep_nonces(db: Executor) -> int:
+    status = await db.execute(SWEEP_NONCES_SQL)
+    return int(status.rsplit(" ", 1)[-1])
+
+
+# The chat row's lock, taken first by an edit or a delete as by a send (see SEND_SQL), by a member
+# only: a stranger's request locks nothing.
+_LOCK_AS_MEMBER_SQL = """
+    SELECT id, user_low, user_high FROM private_chat.chats
+    WHERE id = $1::bigint AND (user_low = $2::bigint OR user_high = $2::bigint)
+    FOR NO KEY UPDATE
+"""
+
+# Edit, in one statement: the author's message gets the new text and edited_at, and its
+# MESSAGE_UPDATE outbox row carries the edited message object, which is also the answer.
+EDIT_SQL = f"""
+    WITH locked AS ({_LOCK_AS_MEMBER_SQL}
+    ), edited AS (
+        UPDATE private_chat.messages AS message
+        SET text = $4::text, edited_at = clock_timestamp()
+        FROM locked
+        WHERE message.chat_id = locked.id AND message.id = $3::bigint AND message.owner_id = $2::bigint
+        RETURNING message.id, message.text, message.answer_id, message.chat_id, message.owner_id,
+                  message.created_at, message.edited_at
+    ), announced AS (
+        INSERT INTO private_chat.outbox (chat_id, kind, recipients, payload)
+        SELECT edited.chat_id, 'MESSAGE_UPDATE', ARRAY[locked.user_low, locked.user_high],
+               {message_object_sql("edited")}
+        FROM edited
+        CROSS JOIN locked
+        {profile_of_sql("edited.owner_id")}
+        RETURNING payload
+    )
+    SELECT payload::text FROM announced
+"""  # noqa: S608 (only the constant fragments above are formatted in)
+
+
+async def edit_as_author(
+    db: Executor, *, chat_id: int, user_id: int, message_id: int, text: str
+) -> str | None:
+    """The edited message object as JSON text; None when nothing was changed."""
+    result: str | None = await db.fetchval(EDIT_SQL, chat_id, user_id, message_id, text)
+    return result
+
+
+# Delete, in one statement: the author's message row is deleted (its text with it) and its
+# MESSAGE_DELETE outbox row written. Replies keep their answer id.
+DELETE_SQL = f"""
+    WITH locked AS ({_LOCK_AS_MEMBER_SQL}
+    ), removed AS (
+        DELETE FROM private_chat.messages AS message
+        USING locked
+        WHERE message.chat_id = locked.id AND message.id = $3::bigint AND message.owner_id = $2::bigint
+        RETURNING message.id, message.chat_id
+    ), announced AS (
+        INSERT INTO private_chat.outbox (chat_id, kind, recipients, payload)
+        SELECT removed.chat_id, 'MESSAGE_DELETE', ARRAY[locked.user_low, locked.user_high],
+               jsonb_build_object('id', removed.id, 'chat_id', removed.chat_id)
+        FROM removed
+        CROSS JOIN locked
+    )
+    SELECT id FROM removed
+"""  # noqa: S608 (only the constant fragments above are formatted in)
+
+
+async def delete_as_author(db: Executor, *, chat_id: int, user_id: int, message_id: int) -> bool:
+    return await db.fetchval(DELETE_SQL, chat_id, user_id, message_id) is not None
+
+
+# After an edit or delete changed nothing: which answer (no chat, not a member, no message, not
+# the author).
+MESSAGE_ACCESS_SQL = """
+    SELECT chat.user_low, chat.user_high, message.owner_id
+    FROM private_chat.chats AS chat
+    LEFT JOIN private_chat.messages AS message ON message.chat_id = chat.id AND message.id = $2::bigint
+    WHERE chat.id = $1::bigint
+"""
+
+
+async def message_access(db: Executor, chat_id: int, message_id: int) -> MessageAccessRow | None:
+    row = await db.fetchrow(MESSAGE_ACCESS_SQL, chat_id, message_id)
+    return MessageAccessRow._make(row) if row is not None else None
+
+
+# One message with its owner, the member check riding along (as in a page).
+MEMBER_MESSAGE_SQL = f"""
+    SELECT message.id, message.text, message.answer_id, message.chat_id, message.owner_id,
+           message.created_at, message.edited_at, coalesce(profile.username, 'deleted'), profile.avatar_url
+    FROM private_chat.messages AS message
+    {profile_of_sql("message.owner_id")}
+    WHERE message.chat_id = $1::bigint AND message.id = $3::bigint
+      AND EXISTS (
+        SELECT 1 FROM private_chat.chats
+        WHERE id = $1::bigint AND (user_low = $2::bigint OR user_high = $2::bigint))
+"""  # noqa: S608 (a constant fragment formatted in)
+
+
+async def member_message(db: Executor, chat_id: int, user_id: int, message_id: int) -> PageRow | None:
+    """None when the chat is missing, not the user's, or has no such message."""
+    row = await db.fetchrow(MEMBER_MESSAGE_SQL, chat_id, user_id, message_id)
+    return PageRow._make(row) if row is not None else None
 
 
 def _page_sql(*, before: bool, after: bool) -> str:
@@ -180,9 +363,9 @@ def _page_sql(*, before: bool, after: bool) -> str:
     # Only the fixed fragments above are formatted in: no value ever is.
     return f"""
     SELECT page.id, page.text, page.answer_id, page.chat_id, page.owner_id, page.created_at,
-           coalesce(profile.username, 'deleted'), profile.avatar_url
+           page.edited_at, coalesce(profile.username, 'deleted'), profile.avatar_url
     FROM (
-        SELECT id, text, answer_id, chat_id, owner_id, created_at
+        SELECT id, text, answer_id, chat_id, owner_id, created_at, edited_at
         FROM private_chat.messages
         WHERE {" AND ".join(conditions)}
         ORDER BY id {direction}

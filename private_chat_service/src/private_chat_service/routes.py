@@ -7,12 +7,19 @@ from common.errors import NotAuthenticated, UserNotFound, error_responses
 from common.identity import CurrentUserId
 from common.ids import MAX_ID
 from private_chat_service.dependencies import ServiceDep
-from private_chat_service.errors import ChatNotFound, ChatWithSelf, MessageNotFound, NotChatMember
+from private_chat_service.errors import (
+    ChatNotFound,
+    ChatWithSelf,
+    MessageNotFound,
+    NotChatMember,
+    NotMessageAuthor,
+)
 from private_chat_service.schemas import (
     AddMessageRequest,
     AddMessageResponse,
     ChatInfo,
     ChatListItem,
+    EditMessageRequest,
     Message,
     StartChatRequest,
     StartChatResponse,
@@ -30,6 +37,7 @@ class JsonBytes(Response):
 
 
 ChatId = Annotated[int, Path(ge=1, le=MAX_ID)]
+MessageId = ChatId  # the same rule for every id in a path
 Cursor = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
 
@@ -113,5 +121,57 @@ async def typing(chat_id: ChatId, user_id: CurrentUserId, service: ServiceDep) -
 async def add_message(
     chat_id: ChatId, body: AddMessageRequest, user_id: CurrentUserId, service: ServiceDep
 ) -> Response:
-    message_id = await service.add_message(user_id, chat_id, text=body.text, answer_id=body.message_answer_id)
+    """`nonce` (1-64 characters): sending again with the same nonce in this chat within 10 minutes
+    stores nothing and answers as the first send did (the first message's `id`)."""
+    message_id = await service.add_message(
+        user_id, chat_id, text=body.text, answer_id=body.message_answer_id, nonce=body.nonce
+    )
     return JsonBytes({"detail": "Success add.", "id": message_id})  # AddMessageResponse's shape
+
+
+_MESSAGE_ERRORS = (*_CHAT_ERRORS, MessageNotFound)
+_MESSAGE_PATH = "/{chat_id}/messages/{message_id}"
+
+
+@router.get(f"{_MESSAGE_PATH}/", response_model=Message, responses=error_responses(*_MESSAGE_ERRORS))
+@router.get(_MESSAGE_PATH, response_model=Message, include_in_schema=False)
+async def one_message(
+    chat_id: ChatId, message_id: MessageId, user_id: CurrentUserId, service: ServiceDep
+) -> Response:
+    """One message of the chat; 404 when the chat has no such message (or it was deleted)."""
+    return JsonBytes(await service.message_json(user_id, chat_id, message_id))
+
+
+@router.patch(
+    f"{_MESSAGE_PATH}/",
+    response_model=Message,
+    responses=error_responses(*_MESSAGE_ERRORS, NotMessageAuthor),
+)
+@router.patch(_MESSAGE_PATH, response_model=Message, include_in_schema=False)
+async def edit_message(
+    chat_id: ChatId,
+    message_id: MessageId,
+    body: EditMessageRequest,
+    user_id: CurrentUserId,
+    service: ServiceDep,
+) -> Response:
+    """Your own message gets the new `text` (the same rules as sending) and `edited_at`."""
+    edited = await service.edit_message(user_id, chat_id, message_id, text=body.text)
+    # The object the statement built for its MESSAGE_UPDATE event, as it is.
+    return Response(edited, media_type="application/json")
+
+
+@router.delete(
+    f"{_MESSAGE_PATH}/",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(*_MESSAGE_ERRORS, NotMessageAuthor),
+)
+@router.delete(_MESSAGE_PATH, status_code=204, response_class=Response, include_in_schema=False)
+async def delete_message(
+    chat_id: ChatId, message_id: MessageId, user_id: CurrentUserId, service: ServiceDep
+) -> Response:
+    """Your own message is deleted: gone from pages and from the message route; replies keep its
+    id as their `answer`."""
+    await service.delete_message(user_id, chat_id, message_id)
+    return Response(status_code=204)

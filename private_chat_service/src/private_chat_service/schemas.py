@@ -1,11 +1,12 @@
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
 
 from common.ids import MAX_ID
 
 MAX_TEXT_LENGTH = 2000
+MAX_NONCE_LENGTH = 64
 
 
 def _not_a_bool(value: object) -> object:
@@ -38,6 +39,21 @@ def _clean_text(value: str) -> str:
 MessageText = Annotated[str, AfterValidator(_clean_text)]
 
 
+def _storable(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from exc
+    return value
+
+
+# A client's send-once key (API.md 18): a JSON string of 1-64 characters, compared exactly (not
+# trimmed). A number is refused, not converted: "1" and 1 must not be two spellings of one key.
+Nonce = Annotated[StrictStr, Field(min_length=1, max_length=MAX_NONCE_LENGTH), AfterValidator(_storable)]
+
+
 class StartChatRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -55,6 +71,16 @@ class AddMessageRequest(BaseModel):
 
     text: MessageText
     message_answer_id: Id | None = None
+    nonce: Nonce | None = None
+
+
+class EditMessageRequest(BaseModel):
+    """Only `text` can change. Any other field is refused (422) rather than ignored, so that a
+    client never believes it changed something (a reply target, say) that it did not."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: MessageText
 
 
 class AddMessageResponse(BaseModel):
@@ -75,6 +101,7 @@ class Message(BaseModel):
     chat_id: int
     message_owner: UserObject
     created_at: datetime
+    edited_at: datetime | None
 
 
 class ChatInfo(BaseModel):

@@ -13,7 +13,13 @@ from common.db import Executor
 from common.errors import UserNotFound
 from common.events import Event, EventPublisher
 from private_chat_service import repository
-from private_chat_service.errors import ChatNotFound, ChatWithSelf, MessageNotFound, NotChatMember
+from private_chat_service.errors import (
+    ChatNotFound,
+    ChatWithSelf,
+    MessageNotFound,
+    NotChatMember,
+    NotMessageAuthor,
+)
 from private_chat_service.schemas import ChatInfo, ChatListItem, UserObject
 
 logger = logging.getLogger("private_chat_service.service")
@@ -59,17 +65,68 @@ class PrivateChatService:
         self.outbox_written()
         return chat_id, message_id
 
-    async def add_message(self, user_id: int, chat_id: int, *, text: str, answer_id: int | None) -> int:
+    async def add_message(
+        self, user_id: int, chat_id: int, *, text: str, answer_id: int | None, nonce: str | None = None
+    ) -> int:
         """One statement, its own transaction (the hot path: one round trip). When it wrote
-        nothing, a second look says why."""
+        nothing, a second look says why: a repeated nonce (the first message's id is the answer),
+        or a refusal."""
         message_id = await repository.send_as_member(
-            self.pool, chat_id=chat_id, user_id=user_id, text=text, answer_id=answer_id
+            self.pool, chat_id=chat_id, user_id=user_id, text=text, answer_id=answer_id, nonce=nonce
         )
         if message_id is not None:
             self.outbox_written()
             return message_id
+        if nonce is not None:
+            first = await repository.first_of_nonce(self.pool, chat_id=chat_id, user_id=user_id, nonce=nonce)
+            if first is not None:
+                return first
         await self._require_member(self.pool, chat_id, user_id)
         # A missing message and a message of another chat look the same: nothing leaks.
+        raise MessageNotFound()
+
+    async def message_json(self, user_id: int, chat_id: int, message_id: int) -> dict[str, Any]:
+        row = await repository.member_message(self.pool, chat_id, user_id, message_id)
+        if row is None:
+            await self._require_member(self.pool, chat_id, user_id)
+            raise MessageNotFound()
+        return _message_dict(row)
+
+    async def edit_message(self, user_id: int, chat_id: int, message_id: int, *, text: str) -> str:
+        """The edited message object as JSON text (the same object its MESSAGE_UPDATE carries)."""
+        edited = await repository.edit_as_author(
+            self.pool, chat_id=chat_id, user_id=user_id, message_id=message_id, text=text
+        )
+        if edited is None:
+            await self._refusal(chat_id, user_id, message_id)
+        assert edited is not None
+        self.outbox_written()
+        return edited
+
+    async def delete_message(self, user_id: int, chat_id: int, message_id: int) -> None:
+        if not await repository.delete_as_author(
+            self.pool, chat_id=chat_id, user_id=user_id, message_id=message_id
+        ):
+            await self._refusal(chat_id, user_id, message_id)
+        self.outbox_written()
+
+    async def sweep_nonces(self) -> int:
+        return await repository.sweep_nonces(self.pool)
+
+    async def _refusal(self, chat_id: int, user_id: int, message_id: int) -> None:
+        """Raises why an edit or delete changed nothing; membership is answered first, so a
+        stranger learns nothing about the chat's messages."""
+        access = await repository.message_access(self.pool, chat_id, message_id)
+        if access is None:
+            raise ChatNotFound()
+        if user_id not in (access.user_low, access.user_high):
+            raise NotChatMember()
+        if access.owner_id is None:
+            raise MessageNotFound()
+        if access.owner_id != user_id:
+            raise NotMessageAuthor()
+        # The author's message is there now but was not when the change ran (an id asked for
+        # before its send committed): there was nothing to change.
         raise MessageNotFound()
 
     async def messages_json(
@@ -88,17 +145,7 @@ class PrivateChatService:
         )
         if not rows:
             await self._require_member(self.pool, chat_id, user_id)
-        return [
-            {
-                "id": row.id,
-                "text": row.text,
-                "answer": row.answer_id,
-                "chat_id": row.chat_id,
-                "message_owner": {"id": row.owner_id, "username": row.username, "avatar_url": row.avatar_url},
-                "created_at": row.created_at,
-            }
-            for row in rows
-        ]
+        return [_message_dict(row) for row in rows]
 
     async def chat_info(self, user_id: int, chat_id: int) -> ChatInfo:
         row = await repository.chat_info(self.pool, chat_id)
@@ -156,3 +203,16 @@ class PrivateChatService:
             raise ChatNotFound()
         if user_id not in members:
             raise NotChatMember()
+
+
+def _message_dict(row: repository.PageRow) -> dict[str, Any]:
+    """The message object (API.md 9, 15) as plain data, for orjson."""
+    return {
+        "id": row.id,
+        "text": row.text,
+        "answer": row.answer_id,
+        "chat_id": row.chat_id,
+        "message_owner": {"id": row.owner_id, "username": row.username, "avatar_url": row.avatar_url},
+        "created_at": row.created_at,
+        "edited_at": row.edited_at,
+    }

@@ -110,11 +110,17 @@ def test_small_images_are_not_upscaled() -> None:
 
 
 def test_gif_keeps_its_first_frame_as_png() -> None:
-    frames = [Image.new("P", (20, 20), color) for color in (1, 2)]
-    source = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], transparency=0)
+    red, green, blue = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    frames = [Image.new("RGB", (20, 20), colour) for colour in (red, green, blue)]
+    source = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with Image.open(io.BytesIO(source)) as check:
+        assert getattr(check, "n_frames", 1) == 3  # really an animation of three colours
     result = make_avatar(source, max_side=1024, max_pixels=40_000_000)
     assert result.extension == "png"
-    assert Image.open(io.BytesIO(result.data)).format == "PNG"
+    image = Image.open(io.BytesIO(result.data))
+    assert image.format == "PNG"
+    assert getattr(image, "n_frames", 1) == 1
+    assert image.convert("RGB").getpixel((10, 10)) == red
 
 
 def test_cmyk_jpeg_becomes_rgb() -> None:
