@@ -106,7 +106,8 @@ def test_every_service_runs_in_replicas_with_redis() -> None:
     for name in PYTHON_SERVICES:
         assert SERVICES[name]["deploy"]["replicas"] == f"${{{variables[name]}_INSTANCES:-2}}"
         assert interpolate(SERVICES[name]["deploy"]["replicas"], {}) == "2"
-        assert service_env(name, {"POSTGRES_PASSWORD": "x"})["REDIS_URL"] == "redis://redis:6379/0"
+        env = {"POSTGRES_PASSWORD": "x", "MINIO_ROOT_PASSWORD": "y"}
+        assert service_env(name, env)["REDIS_URL"] == "redis://redis:6379/0"
         assert SERVICES[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     redis = SERVICES["redis"]
     assert redis["image"] == "redis:7"
