@@ -1,7 +1,7 @@
 # The README's two commands are `make run` and `make test`; the rest are helpers.
 PY := .venv/bin/python
 
-.PHONY: install run up down test lint types bench clean
+.PHONY: install run up down restart test lint types bench clean
 
 install:
 	@scripts/bootstrap.sh
@@ -15,6 +15,11 @@ up: install
 down:
 	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
 
+# Rolling restart of one service's instances on the running stack: make restart SERVICE=private_chat
+restart:
+	@test -n "$(SERVICE)" || { echo "usage: make restart SERVICE=<name> (gateway, auth, users, private_chat, qr_ws)"; exit 2; }
+	@$(PY) -m devstack restart $(SERVICE)
+
 lint: install
 	.venv/bin/ruff check .
 
@@ -27,5 +32,5 @@ test: lint types
 bench: install
 	@$(PY) -m bench
 
-clean: down
-	rm -rf .data
+clean:
+	@if [ -x $(PY) ]; then $(PY) -m devstack clean; else rm -rf .data; fi

@@ -1,20 +1,49 @@
 #!/bin/sh
 # Renders the project's nginx template for docker-compose (devstack renders it for make run).
-# Upstreams are the compose service names; media is proxied to the MinIO bucket.
+# Upstreams are the compose service names (a service with replicas resolves to every container);
+# media is proxied to the MinIO bucket.
 set -eu
 template=/etc/nginx/chat-template
 prefix=/etc/nginx/chat
-mkdir -p "$prefix/tmp"
+mkdir -p "$prefix/tmp" "$prefix/locations"
 cp "$template/proxy_public.conf" "$template/proxy_protected.conf" "$prefix/"
 
-server_lines() {  # "host:port host:port" -> one "server ...;" line each, escaped for sed
-  for upstream in $1; do printf '        server %s max_fails=0;\\n' "$upstream"; done
+# upstream NAME "host:port ..." BALANCING websocket|http
+upstream() {
+  [ -n "$2" ] || return 0
+  echo "    upstream $1 {"
+  [ -z "$3" ] || echo "        $3"
+  for server in $2; do echo "        server $server max_fails=1 fail_timeout=2s;"; done
+  if [ "$4" = http ]; then
+    echo "        keepalive 64;"
+    echo "        keepalive_timeout 4s;"
+  fi
+  echo "    }"
 }
+{
+  upstream gateway "${GATEWAY_UPSTREAMS:-gateway:8000}" "" http
+  upstream auth_service "${AUTH_UPSTREAMS:-auth:8000}" "" http
+  upstream users_service "${USERS_UPSTREAMS:-users:8000}" "" http
+  upstream private_chat_service "${PRIVATE_CHAT_UPSTREAMS:-private_chat:8000}" "" http
+  upstream qr_ws_service "${QR_WS_UPSTREAMS:-qr_ws:8000}" 'hash $arg_client_id consistent;' websocket
+  upstream events_service "${EVENTS_UPSTREAMS:-}" "" websocket
+} > "$prefix/upstreams.conf"
+
+# A service's own locations only when its upstream exists (EVENTS_UPSTREAMS for events.conf).
+rm -f "$prefix"/locations/*.conf
+for file in "$template"/locations/*.conf; do
+  [ -e "$file" ] || continue
+  name=$(basename "$file" .conf | tr 'a-z' 'A-Z')
+  eval "servers=\${${name}_UPSTREAMS:-}"
+  [ -n "$servers" ] || continue
+  sed -e "s|{{PREFIX}}|$prefix|g" "$file" > "$prefix/locations/$(basename "$file")"
+done
 
 sed \
   -e "s|{{USER_DIRECTIVE}}|user nginx;|" \
   -e "s|{{NGINX_WORKER_PROCESSES}}|${NGINX_WORKER_PROCESSES:-auto}|" \
   -e "s|{{PREFIX}}|$prefix|g" \
+  -e "s|{{TEMP}}|$prefix/tmp|g" \
   -e "s|{{ERROR_LOG}}|/dev/stderr|" \
   -e "s|{{ACCESS_LOG}}|/dev/stdout|" \
   -e "s|{{NGINX_ACCESS_LOG}}|${NGINX_ACCESS_LOG:-1}|" \
@@ -26,13 +55,10 @@ sed \
   -e "s|{{REGISTER_RATE_LIMIT}}|${REGISTER_RATE_LIMIT:-5r/s}|" \
   -e "s|{{REGISTER_RATE_BURST}}|${REGISTER_RATE_BURST:-30}|g" \
   -e "s|{{AVATAR_MAX_BODY}}|${AVATAR_MAX_BODY:-9m}|" \
-  -e "s|{{GATEWAY_SERVERS}}|$(server_lines "${GATEWAY_UPSTREAMS:-gateway:8000}")|" \
-  -e "s|{{AUTH_SERVERS}}|$(server_lines "${AUTH_UPSTREAMS:-auth:8000}")|" \
-  -e "s|{{USERS_SERVERS}}|$(server_lines "${USERS_UPSTREAMS:-users:8000}")|" \
-  -e "s|{{PRIVATE_CHAT_SERVERS}}|$(server_lines "${PRIVATE_CHAT_UPSTREAMS:-private_chat:8000}")|" \
-  -e "s|{{QR_WS_SERVERS}}|$(server_lines "${QR_WS_UPSTREAMS:-qr_ws_1:8000 qr_ws_2:8000}")|" \
   -e "s|{{WEB_ROOT}}|/usr/share/chat-web|" \
   -e "s|{{MEDIA_SOURCE}}|proxy_pass ${MEDIA_UPSTREAM:-http://minio:9000/avatars/};|" \
+  -e "/{{UPSTREAMS}}/{r $prefix/upstreams.conf" -e "d;}" \
+  -e "s|{{INTERNAL_SERVERS}}||" \
   "$template/nginx.conf.template" > /etc/nginx/nginx.conf
 
 if grep -q '{{' /etc/nginx/nginx.conf; then

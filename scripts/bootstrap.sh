@@ -10,6 +10,9 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light
 if [ -z "${DATABASE_URL:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi
+if [ -z "${REDIS_URL:-}" ] && ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+  need+=(redis-server)
+fi
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 # wrk drives the benchmarks (and the bench harness's own tests, skipped without it): installed
 # when we can, never required.
@@ -39,7 +42,20 @@ fi
 
 UV=.tools/bin/uv
 if [ ! -x "$UV" ] || [ "$("$UV" --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+  echo "bootstrap: installing uv $UV_VERSION into .tools/"
   python3 -m venv .tools
   .tools/bin/pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
 fi
-UV_PYTHON_DOWNLOADS=never "$UV" sync --frozen --quiet --python python3
+export UV_PYTHON_DOWNLOADS=never
+if ! "$UV" sync --frozen --check --quiet --python python3 >/dev/null 2>&1; then
+  # First run (or uv.lock changed): say so, and let uv show its progress.
+  echo "bootstrap: installing the locked Python dependencies into .venv/ (a first run takes a minute or two)"
+  started=$(date +%s)
+  if ! "$UV" sync --frozen --python python3; then
+    echo "bootstrap: installing the Python dependencies failed (output above)." >&2
+    echo "  What to do: check the network access to the package index, then run 'make install' again;" >&2
+    echo "  'rm -rf .venv' first if the environment is damaged." >&2
+    exit 1
+  fi
+  echo "bootstrap: Python dependencies ready in $(( $(date +%s) - started )) s"
+fi

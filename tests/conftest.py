@@ -1,4 +1,5 @@
-"""End-to-end fixtures: one real stack per test session (PostgreSQL, every service, nginx).
+"""End-to-end fixtures: one real stack per test session (PostgreSQL, Redis, two instances of
+every service, nginx), supervised as `make run` supervises it.
 
 Tests talk to it through nginx only, as a client would. `db` gives a direct connection for
 checking what was (or was not) written.
@@ -66,7 +67,7 @@ def stack(fake_yandex: Any) -> Iterator[Stack]:
     try:
         running.start()
     except StackError as exc:
-        logs = "\n".join(f"--- {name}\n{running.tail_log(name)}" for name in ("auth", "users", "gateway"))
+        logs = "\n".join(f"--- {name}\n{running.tail_log(name)}" for name in ("auth1", "users1", "gateway1"))
         pytest.fail(f"stack did not start: {exc}\n{logs}", pytrace=False)
     yield running
     running.stop()

@@ -97,8 +97,15 @@ def qr_site(stack: Stack, **settings: str) -> Iterator[QrSite]:
     folder = Path(tempfile.mkdtemp(prefix="chat-qr-site-"))
     folder.chmod(0o755)  # nginx's workers (nobody, as root) read the pages copied in here
     instance = QrInstance(stack, folder, settings)
+    # One websocket instance (this one); every other upstream is the session stack's instances.
+    # Fresh internal addresses: the session's nginx listens on its own.
     config = dataclasses.replace(
-        stack.config, data_dir=folder, http_port=free_port(), qr_ports=[instance.port]
+        stack.config,
+        data_dir=folder,
+        http_port=free_port(),
+        instances={**stack.config.instances, "qr_ws": 1},
+        ports={**stack.config.ports, "qr_ws1": instance.port},
+        internal_ports={},
     )
     log = folder / "nginx.log"
     try:

@@ -23,8 +23,8 @@ PYTHON_SERVICES = {
     "auth": "auth_service",
     "users": "users_service",
     "private_chat": "private_chat_service",
-    "qr_ws_1": "qr_ws_service",
-    "qr_ws_2": "qr_ws_service",
+    "qr_ws": "qr_ws_service",
+    "events": "events_service",
 }
 # Compose interpolation: $$ (a literal $), $VAR, ${VAR}, ${VAR:-default}, ${VAR-default},
 # ${VAR:?message}, ${VAR?message}, ${VAR:+other}, ${VAR+other}.
@@ -91,7 +91,28 @@ def service_env(name: str, env: dict[str, str]) -> dict[str, str]:
 
 
 def test_every_part_of_the_stack_is_there() -> None:
-    assert {"postgres", "minio", "minio-init", "keys", "nginx", *PYTHON_SERVICES} <= set(SERVICES)
+    assert {"postgres", "redis", "minio", "minio-init", "keys", "nginx", *PYTHON_SERVICES} <= set(SERVICES)
+
+
+def test_every_service_runs_in_replicas_with_redis() -> None:
+    variables = {
+        "gateway": "GATEWAY",
+        "auth": "AUTH",
+        "users": "USERS",
+        "private_chat": "CHAT",
+        "qr_ws": "QR",
+        "events": "EVENTS",
+    }
+    for name in PYTHON_SERVICES:
+        assert SERVICES[name]["deploy"]["replicas"] == f"${{{variables[name]}_INSTANCES:-2}}"
+        assert interpolate(SERVICES[name]["deploy"]["replicas"], {}) == "2"
+        env = {"POSTGRES_PASSWORD": "x", "MINIO_ROOT_PASSWORD": "y"}
+        assert service_env(name, env)["REDIS_URL"] == "redis://redis:6379/0"
+        assert SERVICES[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+    redis = SERVICES["redis"]
+    assert redis["image"] == "redis:7"
+    assert "--appendonly" in redis["command"]
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
 
 
 def test_only_nginx_publishes_a_port() -> None:
@@ -241,7 +262,7 @@ def test_service_urls_point_at_compose_services(compose_env: dict[str, str]) -> 
     assert auth.users_service_url == "http://users:8000"
     assert auth.private_key_pem().startswith("-----BEGIN PRIVATE KEY-----")
     assert settings_for("gateway", compose_env).public_key_pem().startswith("-----BEGIN PUBLIC KEY-----")
-    assert settings_for("qr_ws_1", compose_env).auth_service_url == "http://auth:8000"
+    assert settings_for("qr_ws", compose_env).auth_service_url == "http://auth:8000"
     users = settings_for("users", compose_env)
     assert users.s3_bucket == "avatars"
     assert users.s3_endpoint_url == "http://minio:9000"
@@ -251,16 +272,11 @@ def test_service_urls_point_at_compose_services(compose_env: dict[str, str]) -> 
 def test_nginx_container_renders_a_valid_config(tmp_path: Path) -> None:
     script = (REPO_ROOT / "nginx" / "render-config.sh").read_text()
     # The defaults name the compose services that nginx proxies to.
-    for upstream in (
-        "gateway:8000",
-        "auth:8000",
-        "users:8000",
-        "private_chat:8000",
-        "qr_ws_1:8000",
-        "qr_ws_2:8000",
-    ):
+    for upstream in ("gateway:8000", "auth:8000", "users:8000", "private_chat:8000", "qr_ws:8000"):
         assert upstream in script
         assert upstream.split(":")[0] in SERVICES
+    # The events location is rendered because compose gives nginx its upstream.
+    assert service_env("nginx", {})["EVENTS_UPSTREAMS"] == "events:8000"
     local = (
         script.replace("/etc/nginx/chat-template", str(REPO_ROOT / "nginx"))
         .replace("prefix=/etc/nginx/chat", f"prefix={tmp_path}")
@@ -278,13 +294,21 @@ def test_nginx_container_renders_a_valid_config(tmp_path: Path) -> None:
         "QR_WS_UPSTREAMS": "127.0.0.1:5 127.0.0.1:6",
         "MEDIA_UPSTREAM": "http://127.0.0.1:7/avatars/",
     }
-    subprocess.run(["sh", str(tmp_path / "render.sh")], check=True, env=env)
-    rendered = (tmp_path / "nginx.conf").read_text()
-    assert "{{" not in rendered
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    result = subprocess.run(
-        [nginx, "-t", "-e", "stderr", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
+    # Without the events service its location is left out (its upstream does not exist); with it,
+    # both are rendered.
+    for events in ("", "127.0.0.1:8 127.0.0.1:9"):
+        subprocess.run(
+            ["sh", str(tmp_path / "render.sh")], check=True, env={**env, "EVENTS_UPSTREAMS": events}
+        )
+        rendered = (tmp_path / "nginx.conf").read_text()
+        assert "{{" not in rendered
+        assert "server 127.0.0.1:5 max_fails=1" in rendered
+        assert ("upstream events_service" in rendered) == bool(events)
+        assert (tmp_path / "locations" / "events.conf").exists() == bool(events)
+        result = subprocess.run(
+            [nginx, "-t", "-e", "stderr", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr

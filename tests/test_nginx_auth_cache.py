@@ -31,8 +31,12 @@ GRANULARITY = 1.0
 
 @pytest.fixture(scope="module")
 def cached_url(stack: Stack) -> Iterator[str]:
+    # Fresh internal addresses: the session's nginx listens on its own.
     config = dataclasses.replace(
-        stack.config, data_dir=stack.config.data_dir / "auth-cache", http_port=free_port()
+        stack.config,
+        data_dir=stack.config.data_dir / "auth-cache",
+        http_port=free_port(),
+        internal_ports={},
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NGINX_AUTH_CACHE_SECONDS", str(CACHE_SECONDS))

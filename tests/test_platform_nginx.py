@@ -49,7 +49,7 @@ async def test_request_id_is_returned_and_passed_to_services(api: httpx.AsyncCli
     # The auth service logged the same id for that request.
     log = ""
     for _ in range(20):
-        log = stack.log_dir.joinpath("auth.log").read_text()
+        log = stack.service_log("auth")
         if request_id in log:
             break
         import asyncio

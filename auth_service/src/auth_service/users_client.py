@@ -37,6 +37,9 @@ class UsersClient:
             raise UsersUnavailable(str(exc), sent=False) from exc
         except httpx.HTTPError as exc:
             raise UsersUnavailable(str(exc)) from exc
+        if response.headers.get("x-upstream-unreached") == "1":
+            # The internal address reached no instance: the request changed nothing.
+            raise UsersUnavailable("no users instance is reachable", sent=False)
         if response.status_code == 409:
             raise UsernameRefused(profile["username"])
         if response.status_code not in (200, 201):

@@ -3,34 +3,35 @@
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
-from devstack.config import REPO_ROOT
-
-# Each service's Alembic history, in dependency order (the chat service reads users' view).
-MIGRATIONS = ("users_service", "auth_service", "private_chat_service")
+from devstack.config import REPO_ROOT, present_services
 
 
 class MigrationError(RuntimeError):
     pass
 
 
-def migrate(database_url: str) -> None:
+def migrations() -> list[str]:
+    """Packages with an Alembic history, in the service table's (dependency) order."""
+    return [spec.package for spec in present_services() if spec.migrations]
+
+
+def migrate(database_url: str, on_done: Callable[[str, float], None] | None = None) -> None:
     env = {**os.environ, "DATABASE_URL": database_url}
-    for service in MIGRATIONS:
+    for package in migrations():
+        started = time.monotonic()
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "alembic",
-                "-c",
-                str(REPO_ROOT / service / "alembic.ini"),
-                "upgrade",
-                "head",
-            ],
-            env=env,
-            cwd=REPO_ROOT / service,
-            capture_output=True,
-            text=True,
-        )
+            [sys.executable, "-m", "alembic", "-c", str(REPO_ROOT / package / "alembic.ini"),
+             "upgrade", "head"],
+            env=env, cwd=REPO_ROOT / package, capture_output=True, text=True, check=False,
+        )  # fmt: skip
         if result.returncode != 0:
-            raise MigrationError(f"migrations of {service} failed:\n{result.stdout}{result.stderr}")
+            raise MigrationError(
+                f"migrations of {package} failed:\n{(result.stdout + result.stderr).strip()}\n"
+                f"What to do: fix the migration (alembic -c {package}/alembic.ini), or start from an "
+                "empty database (`make clean`)."
+            )
+        if on_done is not None:
+            on_done(package, time.monotonic() - started)

@@ -7,7 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
-from devstack.config import REPO_ROOT, StackConfig
+from devstack.config import REPO_ROOT, ServiceDef, StackConfig
 from devstack.system import find_nginx, is_root
 
 NGINX_DIR = REPO_ROOT / "nginx"
@@ -44,21 +44,68 @@ def render(template: str, values: dict[str, str]) -> str:
     return PLACEHOLDER.sub(substitute, template)
 
 
-def upstream_servers(ports: list[int]) -> str:
-    return "\n".join(f"        server 127.0.0.1:{port} max_fails=0;" for port in ports)
+# Passive health checks: one failed attempt (refused, timed out, 502/503) takes an instance out
+# for this long; then one request tries it again (and goes on to the next instance if it fails).
+FAIL_TIMEOUT_SECONDS = 2
+FAIL_TIMEOUT = f"{FAIL_TIMEOUT_SECONDS}s"
+# Below uvicorn's 5 s keep-alive: nginx closes an idle upstream connection before the service
+# does, so it never sends a request down a connection that is being closed.
+UPSTREAM_KEEPALIVE_TIMEOUT = "4s"
+
+
+def upstream_block(spec: ServiceDef, ports: list[int]) -> str:
+    lines = [f"    upstream {spec.upstream} {{"]
+    if spec.balance:
+        lines.append(f"        {spec.balance}")
+    lines += [f"        server 127.0.0.1:{port} max_fails=1 fail_timeout={FAIL_TIMEOUT};" for port in ports]
+    if not spec.websocket:
+        lines += ["        keepalive 64;", f"        keepalive_timeout {UPSTREAM_KEEPALIVE_TIMEOUT};"]
+    lines.append("    }")
+    return "\n".join(lines)
+
+
+def internal_server(spec: ServiceDef, port: int) -> str:
+    # When no instance could be reached (every connection refused or timed out before it was
+    # made), the request certainly changed nothing: the answer says so (503 and
+    # X-Upstream-Unreached: 1), so a caller can undo its own step at once. Any other failure
+    # may have reached an instance: a plain 502.
+    return "\n".join(
+        [
+            "    server {",
+            f"        listen 127.0.0.1:{port};",
+            "        access_log off;",
+            "        location / {",
+            "            proxy_set_header Host $http_host;",
+            '            proxy_set_header Connection "";',
+            f"            proxy_pass http://{spec.upstream};",
+            "            error_page 502 504 = @unreached;",
+            "        }",
+            "        location @unreached {",
+            "            default_type application/json;",
+            "            if ($upstream_unreached) {",
+            "                add_header X-Upstream-Unreached 1 always;",
+            f'                return 503 \'{{"detail":"no instance of {spec.name} is reachable"}}\';',
+            "            }",
+            f'            return 502 \'{{"detail":"{spec.name} failed"}}\';',
+            "        }",
+            "    }",
+        ]
+    )
 
 
 class Nginx:
-    def __init__(self, config: StackConfig, media_root: Path) -> None:
+    def __init__(self, config: StackConfig, media_root: Path, shared_root: Path | None = None) -> None:
         self.config = config
         self.prefix = config.data_dir / "nginx"
         self.media_root = media_root
+        # What the workers (nobody, as root) read or write: somewhere that user can reach.
+        shared = shared_root or self.prefix
+        self.temp_root = shared / "tmp"
+        self.web_root = shared / "web"
         self.binary = find_nginx()
 
     def prepare(self) -> Path:
-        temp_dirs = [
-            self.prefix / "tmp" / name for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        ]
+        temp_dirs = [self.temp_root / name for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
         for path in (self.prefix / "logs", *temp_dirs):
             path.mkdir(parents=True, exist_ok=True)
         self.media_root.mkdir(parents=True, exist_ok=True)
@@ -68,25 +115,28 @@ class Nginx:
             # Workers run as nobody: they must own the temp dirs and read the media folder.
             nobody = pwd.getpwnam("nobody")
             group = "nogroup" if _group_exists("nogroup") else "nobody"
-            for path in (self.prefix / "tmp", *temp_dirs):
+            for path in (self.temp_root, *temp_dirs):
                 os.chown(path, nobody.pw_uid, grp.getgrnam(group).gr_gid)
             user_directive = f"user nobody {group};"
         settings = {key: os.environ.get(key, default) for key, default in NGINX_DEFAULTS.items()}
-        ports = self.config.service_ports
+        services = self.config.services()
+        upstreams = [
+            upstream_block(spec, [self.config.ports[name] for name in self.config.instances_of(spec.name)])
+            for spec in services
+        ]
+        internal = [internal_server(spec, self.config.internal_ports[spec.name]) for spec in services]
         values = {
             **settings,
             "USER_DIRECTIVE": user_directive,
             "PREFIX": str(self.prefix),
+            "TEMP": str(self.temp_root),
             "MEDIA_SOURCE": f"alias {self.media_root}/; autoindex off; try_files $uri =404;",
             "ERROR_LOG": str(self.prefix / "logs" / "error.log"),
             "ACCESS_LOG": str(self.prefix / "logs" / "access.log"),
             "HTTP_HOST": self.config.http_host,
             "HTTP_PORT": str(self.config.http_port),
-            "GATEWAY_SERVERS": upstream_servers([ports["gateway"]]),
-            "AUTH_SERVERS": upstream_servers([ports["auth"]]),
-            "USERS_SERVERS": upstream_servers([ports["users"]]),
-            "PRIVATE_CHAT_SERVERS": upstream_servers([ports["private_chat"]]),
-            "QR_WS_SERVERS": upstream_servers(self.config.qr_ports),
+            "UPSTREAMS": "\n".join(upstreams),
+            "INTERNAL_SERVERS": "\n".join(internal),
         }
         for include in INCLUDES:
             (self.prefix / include).write_text((NGINX_DIR / include).read_text())
@@ -95,14 +145,23 @@ class Nginx:
             bench_locations.write_text((NGINX_DIR / BENCH_INCLUDE).read_text())
         else:
             bench_locations.unlink(missing_ok=True)
-        # A copy inside the prefix, so nginx's workers (nobody, as root) can read it wherever the
-        # repository lives.
-        web_root = self.prefix / "web"
+        # A copy in a folder nginx's workers (nobody, as root) can read, wherever the repository
+        # lives.
+        web_root = self.web_root
         shutil.rmtree(web_root, ignore_errors=True)
         shutil.copytree(WEB_DIR, web_root)
         for path in (web_root, *web_root.rglob("*")):
             path.chmod(0o755 if path.is_dir() else 0o644)
         values["WEB_ROOT"] = str(web_root)
+        # Locations of optional services, only when the service (and so its upstream) is present.
+        locations = self.prefix / "locations"
+        if locations.exists():
+            shutil.rmtree(locations)
+        locations.mkdir()
+        for spec in services:
+            source = NGINX_DIR / "locations" / f"{spec.name}.conf"
+            if source.exists():
+                (locations / source.name).write_text(render(source.read_text(), values))
         config_path = self.prefix / "nginx.conf"
         config_path.write_text(render(TEMPLATE.read_text(), values))
         return config_path

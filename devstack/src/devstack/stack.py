@@ -1,95 +1,225 @@
-"""Starts and stops the whole stack: database, migrations, services, nginx."""
+"""Starts, supervises and stops the whole stack: PostgreSQL, Redis, migrations, every instance
+of every service, nginx.
 
+One `Stack` object is the supervisor: a thread restarts any process that exits without being
+asked to (with backoff), and a control socket lets `python -m devstack restart <service>` roll a
+service's instances one at a time. `make run` runs it in the foreground, `make up` detached, the
+tests inside the test session."""
+
+import hashlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from devstack.config import REPO_ROOT, StackConfig
+from devstack.config import REPO_ROOT, ServiceDef, StackConfig, port_is_free, service
+from devstack.console import Console
+from devstack.errors import StackError
 from devstack.keys import ensure_secret, ensure_signing_keys
 from devstack.migrations import MigrationError, migrate
-from devstack.nginx import Nginx
+from devstack.nginx import FAIL_TIMEOUT_SECONDS, Nginx
 from devstack.postgres import PrivatePostgres
+from devstack.redis import PrivateRedis, redis_ping
+from devstack.system import is_root, user_can_enter
+
+# Where a root user's stack keeps what other system users must reach (the PostgreSQL cluster,
+# nginx's temp files, avatars) when the data folder is somewhere they cannot enter, like a
+# clone in root's 0700 home.
+SHARED_ROOT = Path("/var/lib/chat-dev")
+
+# Supervisor backoff: 1 s, 2 s, 4 s ... capped, reset once a process has stayed up this long.
+BACKOFF_CAP_SECONDS = 30.0
+BACKOFF_RESET_SECONDS = 60.0
+# How long uvicorn lets in-flight requests (and nginx's idle connections, closed by nginx after
+# 4 s) finish after SIGTERM, and how long a stopping process may take in all.
+GRACEFUL_SHUTDOWN_SECONDS = 8
+STOP_TIMEOUT_SECONDS = 20.0
+
+
+def backoff_delay(failures: int) -> float:
+    """Seconds before restarting a process that has exited `failures` times in quick succession."""
+    return min(BACKOFF_CAP_SECONDS, 2.0**failures)
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """One instance of a service, as `Stack.services()` lists them."""
+
+    name: str  # gateway1, ...
+    service: str  # gateway
+    app: str
+    port: int
 
 
 @dataclass
-class ServiceSpec:
+class Managed:
+    """A process the supervisor keeps running: a service instance, Redis or nginx."""
+
     name: str
-    app: str
-    port: int
+    command: Callable[[], list[str]]
     env: dict[str, str]
+    health: Callable[[], bool]
+    spec: ServiceDef | None = None
+    process: subprocess.Popen[bytes] | None = None
+    wanted: bool = True  # False: stopped on purpose, not restarted
+    started_at: float = 0.0
+    failures: int = 0  # consecutive quick exits (backoff exponent)
+    restart_at: float | None = None
+    threads: list[threading.Thread] = field(default_factory=list)
 
 
-class StackError(RuntimeError):
-    pass
+def shared_dir_for(data_dir: Path) -> Path:
+    """The data folder itself, unless running as root and postgres or nobody cannot enter it."""
+    if not is_root() or all(user_can_enter(user, data_dir) for user in ("postgres", "nobody")):
+        return data_dir
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+    return SHARED_ROOT / digest
 
 
 class Stack:
-    def __init__(self, config: StackConfig, *, foreground: bool = False) -> None:
+    def __init__(
+        self, config: StackConfig, *, foreground: bool = False, console: Console | None = None
+    ) -> None:
         self.config = config
         self.foreground = foreground
+        self.console = console or Console(quiet=True)
         self.log_dir = config.data_dir / "logs"
         self.state_file = config.data_dir / "stack.json"
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.managed: dict[str, Managed] = {}
         self.postgres: PrivatePostgres | None = None
+        self.redis: PrivateRedis | None = None
         self.database_url = config.database_url
-        self._log_threads: list[threading.Thread] = []
+        self.redis_url = config.redis_url
+        self.shared_dir = config.data_dir
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._control: socket.socket | None = None
+        self._control_thread: threading.Thread | None = None
+        self.status = "starting"
+
+    # ---- compatibility: running processes by name ---------------------------------------------
+    @property
+    def processes(self) -> dict[str, subprocess.Popen[bytes]]:
+        with self._lock:
+            return {
+                name: item.process
+                for name, item in self.managed.items()
+                if item.process is not None and item.wanted
+            }
 
     # ---- building blocks -------------------------------------------------------------------
     def _service_env(self) -> dict[str, str]:
         keys = self.config.data_dir / "keys"
         env = {**os.environ, **self.config.env}
         env["DATABASE_URL"] = self.database_url or ""
+        env["REDIS_URL"] = self.redis_url or ""
         if not (env.get("AUTH_JWT_PRIVATE_KEY") or env.get("AUTH_JWT_PRIVATE_KEY_FILE")):
             private_path, public_path = ensure_signing_keys(keys)
             env["AUTH_JWT_PRIVATE_KEY_FILE"] = str(private_path)
             env.setdefault("GATEWAY_JWT_PUBLIC_KEY_FILE", str(public_path))
         if not (env.get("AUTH_QR_TICKET_KEY") or env.get("AUTH_QR_TICKET_KEY_FILE")):
             env["AUTH_QR_TICKET_KEY_FILE"] = str(ensure_secret(keys / "qr_ticket.key"))
-        ports = self.config.service_ports
-        env.setdefault("AUTH_USERS_SERVICE_URL", f"http://127.0.0.1:{ports['users']}")
-        env.setdefault("QR_AUTH_SERVICE_URL", f"http://127.0.0.1:{ports['auth']}")
-        env.setdefault("USERS_MEDIA_ROOT", str(self.config.data_dir / "media"))
+        internal = self.config.internal_ports
+        env.setdefault("AUTH_USERS_SERVICE_URL", f"http://127.0.0.1:{internal['users']}")
+        env.setdefault("QR_AUTH_SERVICE_URL", f"http://127.0.0.1:{internal['auth']}")
+        env.setdefault("USERS_MEDIA_ROOT", str(self.media_root))
         env.setdefault("USERS_PUBLIC_BASE_URL", self.config.public_base_url)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        if "LOG_FORMAT" not in env:
+            # Readable lines on a terminal; JSON lines in files and pipes.
+            env["LOG_FORMAT"] = "text" if self.foreground and sys.stdout.isatty() else "json"
         return env
 
-    def services(self) -> list[ServiceSpec]:
-        env = self._service_env()
-        ports = self.config.service_ports
-        specs = [
-            ServiceSpec("gateway", "gateway.main:create_app", ports["gateway"], env),
-            ServiceSpec("auth", "auth_service.main:create_app", ports["auth"], env),
-            ServiceSpec("users", "users_service.main:create_app", ports["users"], env),
-            ServiceSpec("private_chat", "private_chat_service.main:create_app", ports["private_chat"], env),
-        ]
-        for index, port in enumerate(self.config.qr_ports):
-            instance_env = {**env, "QR_INSTANCE_ID": f"qr{index + 1}"}
-            specs.append(
-                ServiceSpec(f"qr_ws{index + 1}", "qr_ws_service.main:create_app", port, instance_env)
-            )
-        return specs
+    @property
+    def media_root(self) -> Path:
+        return self.shared_dir / "media"
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
+    def internal_url(self, name: str) -> str:
+        """A service's internal address: nginx balancing over its instances (loopback only)."""
+        return f"http://127.0.0.1:{self.config.internal_ports[name]}"
+
+    def instance_url(self, instance: str) -> str:
+        return f"http://127.0.0.1:{self.config.ports[instance]}"
+
+    def _workers(self, spec: ServiceDef) -> int:
+        return 1 if spec.websocket else self.config.workers
+
+    def _service_command(self, spec: ServiceDef, port: int) -> list[str]:
+        # A websocket instance keeps its sessions in its process, and nginx routes to an instance,
+        # not a worker: websocket instances always run one worker (scale them with instances).
+        workers = self._workers(spec)
+        return [
+            sys.executable, "-m", "uvicorn", spec.app, "--factory",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--no-access-log", "--loop", "uvloop",
+            # httptools, stopping without racing nginx for idle connections (see drain.py).
+            "--http", "devstack.drain:DrainingHttpToolsProtocol",
+            "--workers", str(workers), "--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_SECONDS),
+            # Websocket frames past this are refused by the protocol layer itself; the QR
+            # service's own, smaller limit (QR_MAX_FRAME_BYTES) answers in its protocol.
+            "--ws-max-size", "65536",
+            *spec.uvicorn_args,
+        ]  # fmt: skip
+
+    def _instances(self) -> list[Managed]:
+        env = self._service_env()
+        items = []
+        for spec in self.config.services():
+            for instance in self.config.instances_of(spec.name):
+                port = self.config.ports[instance]
+                instance_env = {**env, "INSTANCE_ID": instance}
+                if spec.name == "qr_ws":
+                    instance_env["QR_INSTANCE_ID"] = instance
+                items.append(
+                    Managed(
+                        instance,
+                        command=lambda spec=spec, port=port: self._service_command(spec, port),  # type: ignore[misc]
+                        env=instance_env,
+                        health=lambda port=port: _http_ok(f"http://127.0.0.1:{port}/healthz"),  # type: ignore[misc]
+                        spec=spec,
+                    )
+                )
+        return items
+
+    def instances_of(self, name: str) -> list[str]:
+        return self.config.instances_of(name)
+
+    def services(self) -> list[InstanceSpec]:
+        """Every instance of every service, with its loopback port."""
+        return [
+            InstanceSpec(instance, spec.name, spec.app, self.config.ports[instance])
+            for spec in self.config.services()
+            for instance in self.config.instances_of(spec.name)
+        ]
+
+    def _spawn(self, item: Managed) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if item.spec is not None and self._workers(item.spec) > 1:
+            # Several workers: prometheus_client adds up their samples from one folder per
+            # instance, emptied before each start.
+            metrics_dir = self.config.data_dir / "metrics" / item.name
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            item.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        log_path = self.log_dir / f"{item.name}.log"
         stdout: int | IO[bytes]
-        if self.foreground:
-            stdout = subprocess.PIPE
-        else:
-            stdout = (self.log_dir / f"{name}.log").open("ab")
+        stdout = subprocess.PIPE if self.foreground else log_path.open("ab")
         process = subprocess.Popen(
-            command,
-            env=env,
+            item.command(),
+            env=item.env,
             stdout=stdout,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -97,177 +227,489 @@ class Stack:
             start_new_session=True,
         )
         if self.foreground:
-            thread = threading.Thread(target=_prefix_lines, args=(name, process.stdout), daemon=True)
+            thread = threading.Thread(
+                target=self.console.relay, args=(item.name, process.stdout, log_path), daemon=True
+            )
             thread.start()
-            self._log_threads.append(thread)
+            item.threads = [t for t in item.threads if t.is_alive()] + [thread]
         else:
             assert not isinstance(stdout, int)
             stdout.close()
-        self.processes[name] = process
+        item.process = process
+        item.started_at = time.monotonic()
+        item.restart_at = None
 
     def migrate(self) -> None:
         try:
-            migrate(self.database_url or "")
+            migrate(
+                self.database_url or "",
+                lambda package, seconds: self.console.step_detail(f"{package} at head ({seconds:.1f} s)"),
+            )
         except MigrationError as exc:
             raise StackError(str(exc)) from exc
 
+    def check_ports(self) -> None:
+        """Every port the stack will listen on must be free: fail at once, naming the setting."""
+        fixed = "to a free port"
+        wanted: list[tuple[int, str, str, str]] = [
+            (self.config.http_port, self.config.http_host, "", f"HTTP_PORT {fixed}")
+        ]
+        base = "SERVICES_PORT_BASE to a base with free ports above it"
+        for instance, port in self.config.ports.items():
+            wanted.append((port, "127.0.0.1", f" ({instance})", base))
+        for name, port in self.config.internal_ports.items():
+            wanted.append((port, "127.0.0.1", f" ({name}'s internal address)", base))
+        if not self.config.redis_url and self.config.redis_port:
+            wanted.append((self.config.redis_port, "127.0.0.1", " (Redis)", f"REDIS_PORT {fixed}"))
+        if not self.config.database_url and self.config.pg_port:
+            wanted.append((self.config.pg_port, "127.0.0.1", " (PostgreSQL)", f"PG_PORT {fixed}"))
+        for port, host, what, setting in wanted:
+            if not port_is_free(port, host or "0.0.0.0"):
+                raise StackError(f"port {port} is taken{what}; set {setting}")
+
     # ---- lifecycle ---------------------------------------------------------------------------
-    def start(self, timeout: float = 120.0) -> None:
+    def start(self, timeout: float = 180.0) -> None:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.config.data_dir.chmod(0o755)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._stopping.clear()
         try:
-            if not self.database_url:
-                self.postgres = PrivatePostgres(
-                    self.config.data_dir / "postgres",
-                    port=self.config.pg_port,
-                    for_tests=self.config.pg_for_tests,
-                )
-                self.database_url = self.postgres.start()
-            self.migrate()
-            for spec in self.services():
-                self._spawn(spec.name, self._service_command(spec), spec.env)
-            self._spawn(
-                "nginx",
-                Nginx(self.config, self.config.data_dir / "media").command(),
-                dict(os.environ),
-            )
+            self.check_ports()
+            self.shared_dir = shared_dir_for(self.config.data_dir)
+            if self.shared_dir != self.config.data_dir:
+                self.shared_dir.mkdir(parents=True, exist_ok=True)
+                self.shared_dir.chmod(0o755)
+                (self.config.data_dir / "shared_dir").write_text(str(self.shared_dir))
             self._write_state()
-            self.wait_healthy(timeout)
+            self._start_postgres()
+            self._start_redis()
+            self.console.step("migrations", "applying every service's migrations")
+            self.migrate()
+            self._start_services(timeout)
+            self._start_nginx(timeout)
+            self.status = "up"
+            self._write_state()
+            self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+            self._supervisor.start()
+            self._start_control()
         except BaseException:
             self.stop()
             raise
 
-    def _service_command(self, spec: ServiceSpec) -> list[str]:
-        # A QR hub lives in one process's memory and nginx routes a client_id to an instance, not
-        # to a worker: websocket instances always run one worker (scale them with QR_INSTANCES).
-        workers = 1 if spec.name.startswith("qr_ws") else self.config.workers
-        return [
-            sys.executable, "-m", "uvicorn", spec.app, "--factory",
-            "--host", "127.0.0.1", "--port", str(spec.port),
-            "--no-access-log", "--loop", "uvloop", "--http", "httptools",
-            "--workers", str(workers), "--timeout-graceful-shutdown", "5",
-            # Websocket frames past this are refused by the protocol layer itself; the QR
-            # service's own, smaller limit (QR_MAX_FRAME_BYTES) answers in its protocol.
-            "--ws-max-size", "65536",
-        ]  # fmt: skip
+    def _start_postgres(self) -> None:
+        if self.database_url:
+            self.console.step("PostgreSQL", "using DATABASE_URL")
+            return
+        self.postgres = PrivatePostgres(
+            self.shared_dir / "postgres",
+            port=self.config.pg_port,
+            for_tests=self.config.pg_for_tests,
+        )
+        if not self.postgres.initialised:
+            self.console.step("PostgreSQL", f"creating a cluster in {self.postgres.root} (first run only)")
+            self.postgres.initialise()
+        self.console.step("PostgreSQL", f"starting on port {self.postgres.port}")
+        self.database_url = self.postgres.start()
+        self._write_state()
 
-    def stop_service(self, name: str) -> None:
-        """Stop one service (tests use it to check behaviour when a dependency is down)."""
-        process = self.processes.pop(name)
-        _signal_group(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            _signal_group(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+    def _start_redis(self) -> None:
+        if self.redis_url:
+            self.console.step("Redis", "using REDIS_URL")
+            return
+        self.redis = PrivateRedis(self.config.data_dir / "redis", port=self.config.redis_port)
+        self.redis_url = self.redis.url
+        redis = self.redis
+        item = Managed(
+            "redis", command=redis.command, env=dict(os.environ), health=lambda: redis_ping(redis.port)
+        )
+        self.console.step("Redis", f"starting on port {redis.port}")
+        with self._lock:
+            self.managed["redis"] = item
+            self._spawn(item)
+        self.wait_healthy(["redis"], 30)
+        self._write_state()
 
-    def start_service(self, name: str, timeout: float = 30.0) -> None:
-        spec = next(spec for spec in self.services() if spec.name == name)
-        self._spawn(spec.name, self._service_command(spec), spec.env)
-        self.wait_healthy(timeout)
+    def _start_services(self, timeout: float) -> None:
+        items = self._instances()
+        self.console.step("services", f"starting {len(items)} processes: {', '.join(i.name for i in items)}")
+        with self._lock:
+            for item in items:
+                self.managed[item.name] = item
+                self._spawn(item)
+        self._write_state()
+        self.wait_healthy([item.name for item in items], timeout, progress=True)
 
-    def wait_healthy(self, timeout: float) -> None:
-        checks = {
-            spec.name: f"http://127.0.0.1:{spec.port}/healthz"
-            for spec in self.services()
-            if spec.name in self.processes
-        }
-        checks["nginx"] = f"http://127.0.0.1:{self.config.http_port}/nginx-health"
+    def _start_nginx(self, timeout: float) -> None:
+        # Only now that every instance answers: nginx's port opens on a ready stack.
+        nginx = Nginx(self.config, self.media_root, self.shared_dir / "nginx")
+        port = self.config.http_port
+        item = Managed(
+            "nginx",
+            command=nginx.command,
+            env=dict(os.environ),
+            health=lambda: _http_ok(f"http://127.0.0.1:{port}/nginx-health"),
+        )
+        self.console.step("nginx", f"listening on {self.config.http_host}:{port}")
+        with self._lock:
+            self.managed["nginx"] = item
+            self._spawn(item)
+        self._write_state()
+        self.wait_healthy(["nginx"], timeout)
+
+    def wait_healthy(self, names: list[str], timeout: float, *, progress: bool = False) -> None:
         deadline = time.monotonic() + timeout
-        pending = dict(checks)
+        pending = list(names)
+        total = len(pending)
         while pending:
-            for name, url in list(pending.items()):
-                process = self.processes.get(name)
-                if process is not None and process.poll() is not None:
+            for name in list(pending):
+                with self._lock:
+                    item = self.managed[name]
+                    process = item.process
+                if process is not None and process.poll() is not None and self._supervisor is None:
                     raise StackError(
-                        f"{name} exited with code {process.returncode}; see {self.log_dir / (name + '.log')}"
-                        + "\n"
-                        + self.tail_log(name)
+                        f"{name} exited with code {process.returncode} while starting; its last lines "
+                        f"({self.log_dir / (name + '.log')}):\n{self.tail_log(name)}"
                     )
-                try:
-                    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
-                        if response.status == 200:
-                            del pending[name]
-                except (urllib.error.URLError, OSError):
-                    pass
+                if item.health():
+                    pending.remove(name)
+            if progress:
+                self.console.progress(f"{total - len(pending)}/{total} answering")
+                if not pending:
+                    self.console.end_progress()
             if pending and time.monotonic() > deadline:
-                raise StackError(f"not healthy after {timeout}s: {', '.join(pending)}")
+                raise StackError(
+                    f"not healthy after {timeout:.0f} s: {', '.join(pending)}; see {self.log_dir}"
+                )
             if pending:
                 time.sleep(0.2)
 
     def tail_log(self, name: str, lines: int = 40) -> str:
+        """The last lines of a process's log (of each instance's, for a service name)."""
+        if not (self.log_dir / f"{name}.log").exists() and self.config.instances_of(name):
+            return "\n".join(
+                f"--- {instance}\n{self.tail_log(instance, lines)}"
+                for instance in self.config.instances_of(name)
+            )
         path = self.log_dir / f"{name}.log"
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
+    def service_log(self, name: str) -> str:
+        """Everything a service's instances have logged so far (tests look for a request's id)."""
+        parts = []
+        for instance in self._names(name):
+            path = self.log_dir / f"{instance}.log"
+            if path.exists():
+                parts.append(path.read_text(errors="replace"))
+        return "\n".join(parts)
+
     def _write_state(self) -> None:
+        with self._lock:
+            self._write_state_locked()
+
+    def _write_state_locked(self) -> None:
+        pids = {name: item.process.pid for name, item in self.managed.items() if item.process}
         state = {
-            "pids": {name: process.pid for name, process in self.processes.items()},
+            "supervisor": os.getpid(),
+            "status": self.status,
+            "pids": pids,
             "postgres_root": str(self.postgres.root) if self.postgres else None,
             "database_url": self.database_url,
+            "redis_url": self.redis_url,
             "http_port": self.config.http_port,
+            "public_base_url": self.config.public_base_url,
+            "control": str(self.control_path) if self._control else None,
         }
-        self.state_file.write_text(json.dumps(state, indent=2))
+        temp = self.state_file.with_suffix(".tmp")
+        temp.write_text(json.dumps(state, indent=2))
+        temp.replace(self.state_file)
 
     def stop(self) -> None:
-        # nginx first (no new requests), then services, then the database.
-        order = ["nginx", *[name for name in self.processes if name != "nginx"]]
-        for name in order:
-            process = self.processes.get(name)
-            if process is not None and process.poll() is None:
-                _signal_group(process.pid, signal.SIGTERM)
-        for name in order:
-            process = self.processes.get(name)
-            if process is None:
-                continue
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                _signal_group(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
-        self.processes.clear()
+        self._stopping.set()
+        if self._control is not None:
+            with suppress(OSError):
+                self._control.close()
+            with suppress(OSError):
+                self.control_path.unlink()
+            self._control = None
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
+            self._supervisor = None
+        with self._lock:
+            items = list(self.managed.values())
+            for item in items:
+                item.wanted = False
+        # nginx first (no new requests), then the services, then Redis, then the database.
+        order = sorted(items, key=lambda i: {"nginx": 0, "redis": 2}.get(i.name, 1))
+        for rank in (0, 1, 2):
+            group = [i for i in order if {"nginx": 0, "redis": 2}.get(i.name, 1) == rank]
+            for item in group:
+                if item.process is not None and item.process.poll() is None:
+                    _signal_group(item.process.pid, signal.SIGTERM)
+            for item in group:
+                _wait_or_kill(item)
+        with self._lock:
+            self.managed.clear()
         if self.postgres is not None:
             self.postgres.stop()
-        for thread in self._log_threads:
-            thread.join(timeout=2)
+        for item in items:
+            for thread in item.threads:
+                thread.join(timeout=2)
         self.state_file.unlink(missing_ok=True)
 
-    def watch(self) -> int:
-        """Foreground mode: return when any process exits (its exit code) ."""
-        while True:
-            for name, process in self.processes.items():
-                code = process.poll()
-                if code is not None:
-                    print(
-                        f"devstack: {name} exited with code {code}; stopping the stack",
-                        file=sys.stderr,
-                    )
-                    return code or 1
-            time.sleep(0.5)
+    def wait(self) -> None:
+        """Foreground: block until stop() is called from elsewhere (or a signal interrupts)."""
+        while not self._stopping.wait(0.5):
+            pass
+
+    # ---- supervisor ----------------------------------------------------------------------------
+    def _supervise(self) -> None:
+        while not self._stopping.wait(0.2):
+            with self._lock:
+                for item in list(self.managed.values()):
+                    self._check(item)
+
+    def _check(self, item: Managed) -> None:
+        if not item.wanted or item.process is None or self._stopping.is_set():
+            return
+        now = time.monotonic()
+        code = item.process.poll()
+        if code is None:
+            if item.failures and now - item.started_at >= BACKOFF_RESET_SECONDS:
+                item.failures = 0
+            return
+        if item.restart_at is None:
+            if now - item.started_at >= BACKOFF_RESET_SECONDS:
+                item.failures = 0
+            delay = backoff_delay(item.failures)
+            item.restart_at = now + delay
+            self.console.say(f"{item.name} exited with code {code}; restarting in {delay:g} s")
+            return
+        if now >= item.restart_at:
+            item.failures += 1
+            self._spawn(item)
+            self._write_state()
+
+    # ---- faults and restarts (tests, `devstack restart`) ---------------------------------------
+    def _names(self, name: str) -> list[str]:
+        """A service name means all its instances; an instance name (or redis, nginx) itself."""
+        if name in self.managed:
+            return [name]
+        names = [n for n in self.config.instances_of(name) if n in self.managed]
+        if not names:
+            raise StackError(f"no such service or instance: {name}")
+        return names
+
+    def stop_service(self, name: str) -> None:
+        """Stop a service's instances (or one instance): they stay down until start_service."""
+        for instance in self._names(name):
+            self._stop_instance(instance, signal.SIGTERM)
+
+    def kill_instance(self, name: str) -> None:
+        """SIGKILL one instance, as a crash would: the supervisor restarts it."""
+        with self._lock:
+            item = self.managed[name]
+            assert item.process is not None
+            _signal_group(item.process.pid, signal.SIGKILL)
+
+    def _stop_instance(self, name: str, sig: signal.Signals) -> None:
+        with self._lock:
+            item = self.managed[name]
+            item.wanted = False
+            item.restart_at = None
+            process = item.process
+        if process is not None and process.poll() is None:
+            _signal_group(process.pid, sig)
+        _wait_or_kill(item)
+
+    def start_service(self, name: str, timeout: float = 60.0) -> None:
+        names = self._names(name)
+        with self._lock:
+            for instance in names:
+                item = self.managed[instance]
+                if item.process is None or item.process.poll() is not None:
+                    self._spawn(item)
+                item.wanted = True
+                item.failures = 0
+        self._write_state()
+        self.wait_healthy(names, timeout)
+
+    def stop_redis(self) -> None:
+        self.stop_service("redis")
+
+    def start_redis(self) -> None:
+        self.start_service("redis")
+
+    def stop_postgres(self) -> None:
+        """PostgreSQL down (fast shutdown) until start_postgres: the database unreachable."""
+        if self.postgres is None:
+            raise StackError("PostgreSQL is not private to this stack (DATABASE_URL is set)")
+        self.postgres.stop()
+
+    def start_postgres(self) -> None:
+        if self.postgres is None:
+            raise StackError("PostgreSQL is not private to this stack (DATABASE_URL is set)")
+        self.postgres.start()
+
+    def restart_postgres(self) -> None:
+        """Fast shutdown (every client connection is cut), then start again on the same port."""
+        if self.postgres is None:
+            raise StackError("PostgreSQL is not private to this stack (DATABASE_URL is set)")
+        self.postgres.restart()
+
+    def rolling_restart(
+        self, name: str, say: Callable[[str], None] | None = None, timeout: float = 60.0
+    ) -> None:
+        """Restart a service's instances one at a time, each healthy again before the next."""
+        report = say or self.console.say
+        for instance in self._names(name):
+            started = time.monotonic()
+            report(f"{instance}: stopping (in-flight requests finish first)")
+            self._stop_instance(instance, signal.SIGTERM)
+            with self._lock:
+                item = self.managed[instance]
+                self._spawn(item)
+                item.wanted = True
+                item.failures = 0
+            self._write_state()
+            self.wait_healthy([instance], timeout)
+            report(f"{instance}: answering again after {time.monotonic() - started:.1f} s")
+            # nginx left the instance out for fail_timeout after its refused connections; stopping
+            # the next one before nginx takes this one back would leave no instance to send to.
+            time.sleep(FAIL_TIMEOUT_SECONDS + 0.5)
+
+    # ---- control socket (`python -m devstack restart <service>`) -------------------------------
+    @property
+    def control_path(self) -> Path:
+        path = self.config.data_dir / "control.sock"
+        if len(str(path)) > 100:  # AF_UNIX path limit
+            digest = hashlib.sha256(str(self.config.data_dir).encode()).hexdigest()[:16]
+            path = Path("/tmp") / f"chat-devstack-{digest}.sock"  # noqa: S108
+        return path
+
+    def _start_control(self) -> None:
+        path = self.control_path
+        path.unlink(missing_ok=True)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(path))
+        path.chmod(0o600)
+        server.listen(4)
+        self._control = server
+        self._control_thread = threading.Thread(target=self._serve_control, args=(server,), daemon=True)
+        self._control_thread.start()
+        self._write_state()
+
+    def _serve_control(self, server: socket.socket) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rw", encoding="utf-8") as stream:
+                request = json.loads(stream.readline() or "{}")
+
+                def say(line: str) -> None:
+                    stream.write(line + "\n")
+                    stream.flush()
+
+                try:
+                    if request.get("command") == "restart":
+                        self.rolling_restart(str(request.get("service")), say)
+                        say("ok")
+                    else:
+                        say(f"error: unknown command {request.get('command')!r}")
+                except (StackError, KeyError) as exc:
+                    say(f"error: {exc}")
+                except OSError:
+                    pass
 
 
-def stop_from_state(data_dir: Path) -> bool:
-    """`make down`: stop what a background `make up` started, using the state it left."""
+def control_request(data_dir: Path, request: dict[str, str]) -> Iterator[str]:
+    """Send one request to a running stack's supervisor; yields its answer's lines."""
+    state = read_state(data_dir)
+    if state is None or not state.get("control"):
+        raise StackError(f"no stack is running from {data_dir} (start one with `make up` or `make run`)")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(state["control"]))
+        except OSError as exc:
+            raise StackError(f"the stack's supervisor does not answer ({exc}); is it running?") from exc
+        with sock.makefile("rw", encoding="utf-8") as stream:
+            stream.write(json.dumps(request) + "\n")
+            stream.flush()
+            for line in stream:
+                yield line.rstrip("\n")
+
+
+def read_state(data_dir: Path) -> dict[str, object] | None:
     state_file = data_dir / "stack.json"
-    if not state_file.exists():
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def running_supervisor(data_dir: Path) -> int | None:
+    """The pid of the supervisor of a stack running from this folder, if it is alive."""
+    state = read_state(data_dir)
+    if state is None:
+        return None
+    pid = state.get("supervisor")
+    if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+        return pid
+    return None
+
+
+def stop_from_state(data_dir: Path, timeout: float = 60.0) -> bool:
+    """`make down`: ask the supervisor to stop everything; if it is gone, stop what it left."""
+    state = read_state(data_dir)
+    if state is None:
         return False
-    state = json.loads(state_file.read_text())
-    pids = state.get("pids", {})
+    supervisor = running_supervisor(data_dir)
+    if supervisor is not None:
+        os.kill(supervisor, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(supervisor) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _alive(supervisor):
+            (data_dir / "stack.json").unlink(missing_ok=True)
+            return True
+    pids = dict(state.get("pids") or {})  # type: ignore[call-overload]
     ordered = [pids.pop("nginx")] if "nginx" in pids else []
     ordered += list(pids.values())
     for pid in ordered:
         _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
     for pid in ordered:
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         if _alive(pid):
             _signal_group(pid, signal.SIGKILL)
     if state.get("postgres_root"):
-        PrivatePostgres(Path(state["postgres_root"])).stop()
-    state_file.unlink(missing_ok=True)
+        PrivatePostgres(Path(str(state["postgres_root"]))).stop()
+    (data_dir / "stack.json").unlink(missing_ok=True)
     return True
+
+
+def _wait_or_kill(item: Managed) -> None:
+    process = item.process
+    if process is None:
+        return
+    try:
+        process.wait(timeout=STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -295,28 +737,6 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         pass
 
 
-COLOURS = [
-    "\033[36m",
-    "\033[32m",
-    "\033[33m",
-    "\033[35m",
-    "\033[34m",
-    "\033[91m",
-    "\033[92m",
-    "\033[93m",
-]
-
-
-def _prefix_lines(name: str, stream: IO[bytes] | None) -> None:
-    if stream is None:
-        return
-    colour = COLOURS[hash(name) % len(COLOURS)] if sys.stdout.isatty() else ""
-    reset = "\033[0m" if colour else ""
-    for raw in iter(stream.readline, b""):
-        sys.stdout.write(f"{colour}{name:>13} |{reset} {raw.decode(errors='replace').rstrip()}\n")
-        sys.stdout.flush()
-
-
 @contextmanager
 def running(config: StackConfig) -> Iterator[Stack]:
     stack = Stack(config)
@@ -325,3 +745,6 @@ def running(config: StackConfig) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
+
+
+__all__ = ["Stack", "StackError", "service", "stop_from_state"]

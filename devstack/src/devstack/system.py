@@ -54,3 +54,22 @@ def find_postgres_bindir() -> Path:
         if not candidates:
             raise MissingProgram("PostgreSQL binaries not found after installing postgresql")
     return candidates[0].parent
+
+
+def find_redis_server() -> Path:
+    found = shutil.which("redis-server") or next(
+        (p for p in ("/usr/bin/redis-server", "/usr/local/bin/redis-server") if Path(p).exists()), None
+    )
+    if found is None:
+        apt_install("redis-server")
+        found = shutil.which("redis-server") or "/usr/bin/redis-server"
+    return Path(found)
+
+
+def user_can_enter(user: str, path: Path) -> bool:
+    """Whether a system user can reach `path` (every folder above it searchable). Only asked as root,
+    for the users the stack's helpers run as (postgres, nginx's nobody)."""
+    result = subprocess.run(
+        ["runuser", "-u", user, "--", "test", "-x", str(path)], capture_output=True, check=False
+    )
+    return result.returncode == 0
