@@ -758,7 +758,8 @@ def test_the_service_readme_documents_every_setting() -> None:
     from events_service.settings import EventsSettings
 
     readme = (Path(__file__).resolve().parents[1] / "events_service" / "README.md").read_text()
-    shared = {"environment", "log_level", "log_format", "database_url", "db_pool_size", "token_issuer",
+    shared = {"environment", "log_level", "log_format", "database_url", "db_pool_size",
+              "db_connect_timeout_seconds", "db_statement_timeout_seconds", "token_issuer",
               "token_audience", "redis_url", "instance_id"}  # fmt: skip
     for name in set(EventsSettings.model_fields) - shared:
         assert f"EVENTS_{name.upper().removesuffix('_FILE')}" in readme, name

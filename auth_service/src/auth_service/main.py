@@ -34,7 +34,13 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, application_name="auth")
+        engine = make_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            application_name="auth",
+            connect_timeout=settings.db_connect_timeout_seconds,
+            statement_timeout=settings.db_statement_timeout_seconds,
+        )
         timeout = httpx.Timeout(settings.internal_timeout_seconds)
         yandex_http = yandex_http_client(settings)
         async with httpx.AsyncClient(base_url=settings.users_service_url, timeout=timeout) as users_http:

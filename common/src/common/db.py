@@ -12,15 +12,39 @@ Which access path a service uses, and why (one path per service, one pool per pr
 No service uses the ORM's unit of work: every statement is written out, in a repository module.
 """
 
-from typing import Any, Protocol
+import asyncio
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from common.outages import is_outage
 from common.settings import async_database_url
 
+logger = logging.getLogger("common.db")
 
-def make_engine(url: str, *, pool_size: int = 10, application_name: str = "chat") -> AsyncEngine:
+T = TypeVar("T")
+
+# Defaults of DB_CONNECT_TIMEOUT_SECONDS and DB_STATEMENT_TIMEOUT_SECONDS (see DatabaseSettings).
+CONNECT_TIMEOUT_SECONDS = 3.0
+STATEMENT_TIMEOUT_SECONDS = 5.0
+# After a failure to connect (the server refused, or answered "starting up"), the one retry waits
+# this long: a fast restart of PostgreSQL takes about half a second.
+RECONNECT_PAUSE_SECONDS = 0.5
+
+
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    application_name: str = "chat",
+    connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+    statement_timeout: float = STATEMENT_TIMEOUT_SECONDS,
+) -> AsyncEngine:
     """A SQLAlchemy engine whose pool holds at most `pool_size` connections."""
     return create_async_engine(
         async_database_url(url),
@@ -29,7 +53,15 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "chat"
         pool_recycle=1800,
         # A connection that died while pooled (a database restart) is replaced before use.
         pool_pre_ping=True,
-        connect_args={"server_settings": {"application_name": application_name}},
+        # Waiting for a free connection, connecting and each statement are bounded: a database
+        # that does not answer gives a 503 after seconds, not a request hanging until nginx's
+        # timeout.
+        pool_timeout=connect_timeout + statement_timeout,
+        connect_args={
+            "server_settings": {"application_name": application_name},
+            "timeout": connect_timeout,
+            "command_timeout": statement_timeout,
+        },
     )
 
 
@@ -38,15 +70,157 @@ def plain_database_url(url: str) -> str:
     return async_database_url(url).replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-async def make_pool(url: str, *, size: int, application_name: str) -> asyncpg.Pool:
-    """An asyncpg pool of at most `size` connections. min_size=0: it connects on first use, so a
-    service starts (and answers its liveness check) before the database does."""
-    pool: asyncpg.Pool = await asyncpg.create_pool(
+# Set by `idempotent_writes()`: the caller vouches that running its writes twice changes nothing
+# more than running them once (a send carrying its nonce).
+_idempotent_writes: contextvars.ContextVar[bool] = contextvars.ContextVar("idempotent_writes", default=False)
+
+
+@contextmanager
+def idempotent_writes() -> Iterator[None]:
+    """Inside this block the pool may retry a write whose connection failed mid-statement."""
+    token = _idempotent_writes.set(True)
+    try:
+        yield
+    finally:
+        _idempotent_writes.reset(token)
+
+
+def is_read(query: str) -> bool:
+    """This project's reads start with SELECT; its writes with INSERT, UPDATE, DELETE or WITH."""
+    return query.lstrip()[:6].upper() == "SELECT"
+
+
+class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no type information
+    """asyncpg's pool, with the rules every service needs when the database restarts or goes away.
+
+    `fetch`, `fetchrow`, `fetchval` and `execute` on the pool itself retry once after a connection
+    failure when that is safe:
+    - the statement never reached the server: any statement; after a short pause when connecting
+      failed (refused, or the server was starting up), at once on a fresh connection when a
+      pooled one was found closed before anything was sent;
+    - the connection broke while the statement ran: only reads (`is_read`), and writes inside
+      `idempotent_writes()`, since a write may have committed before the connection broke;
+    - never after a timeout (the time is already spent; retrying would double it).
+    What still fails propagates; the shared error handling answers any outage with a 503.
+    Transactions (`acquire()` and `conn.transaction()`) are not retried: their callers decide.
+    """
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout = acquire_timeout
+
+    # Same signatures as asyncpg's (keyword options such as `timeout` pass through).
+    async def fetch(self, query: str, *args: Any, **options: Any) -> Any:
+        return await self._run(query, lambda conn: conn.fetch(query, *args, **options))
+
+    async def fetchrow(self, query: str, *args: Any, **options: Any) -> Any:
+        return await self._run(query, lambda conn: conn.fetchrow(query, *args, **options))
+
+    async def fetchval(self, query: str, *args: Any, **options: Any) -> Any:
+        return await self._run(query, lambda conn: conn.fetchval(query, *args, **options))
+
+    async def execute(self, query: str, *args: Any, **options: Any) -> Any:
+        return await self._run(query, lambda conn: conn.execute(query, *args, **options))
+
+    async def _run(self, query: str, statement: Callable[[Any], Awaitable[T]]) -> T:
+        try:
+            return await self._once(statement)
+        except _NotSent as failure:
+            if isinstance(failure.cause, TimeoutError):
+                raise failure.cause from None
+            if failure.pause:
+                await asyncio.sleep(RECONNECT_PAUSE_SECONDS)
+            cause = failure.cause
+        except _Broken as failure:
+            retry_safe = is_read(query) or _idempotent_writes.get()
+            if isinstance(failure.cause, TimeoutError) or not retry_safe:
+                raise failure.cause from None
+            cause = failure.cause
+        logger.info("retrying a statement after a connection failure", extra={"error": repr(cause)})
+        try:
+            return await self._once(statement)
+        except (_NotSent, _Broken) as failure:
+            raise failure.cause from None
+
+    async def _once(self, statement: Callable[[Any], Awaitable[T]]) -> T:
+        # A timeout on acquire costs a task per statement on Python 3.11 (asyncio.wait_for): only
+        # paid when no pooled connection is free, the one case where the wait can be long (a free
+        # one at most connects, which the connect timeout bounds).
+        queue = getattr(self, "_queue", None)
+        timeout = None if queue is not None and queue.qsize() > 0 else self.acquire_timeout
+        try:
+            conn = await self.acquire(timeout=timeout)
+        except Exception as exc:
+            if is_outage(exc):
+                raise _NotSent(exc, pause=True) from exc
+            raise
+        try:
+            return await statement(conn)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            if isinstance(exc, asyncpg.InternalClientError):
+                # A connection caught reading the server's goodbye: it will never work again.
+                conn.terminate()
+                raise _NotSent(exc, pause=False) from exc
+            if isinstance(exc, TimeoutError):
+                # The server did not answer in time. asyncpg would keep the connection until a
+                # cancel request got through (to a server that is not answering); dropping it frees
+                # the pool slot now, so the queue behind it fails fast instead of piling up.
+                conn.terminate()
+            if type(exc) is asyncpg.InterfaceError:
+                # "connection is closed": found dead before anything was sent.
+                raise _NotSent(exc, pause=False) from exc
+            raise _Broken(exc) from exc
+        finally:
+            # The statement's result is what counts: a connection that fails its reset on the way
+            # back is dropped by the pool (which replaces it on a later acquire).
+            with suppress(Exception):
+                await self.release(conn)
+
+
+class _NotSent(Exception):
+    """The statement never reached the server."""
+
+    def __init__(self, cause: Exception, *, pause: bool) -> None:
+        super().__init__(repr(cause))
+        self.cause = cause
+        self.pause = pause
+
+
+class _Broken(Exception):
+    """The connection failed while the statement ran: it may or may not have taken effect."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(repr(cause))
+        self.cause = cause
+
+
+async def make_pool(
+    url: str,
+    *,
+    size: int,
+    application_name: str,
+    connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+    statement_timeout: float = STATEMENT_TIMEOUT_SECONDS,
+) -> Pool:
+    """A pool of at most `size` connections. min_size=0: it connects on first use, so a service
+    starts (and answers its liveness check) before the database does."""
+    pool = Pool(
         plain_database_url(url),
         min_size=0,
         max_size=size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        loop=None,
+        acquire_timeout=connect_timeout + statement_timeout,
+        timeout=connect_timeout,
+        command_timeout=statement_timeout,
         server_settings={"application_name": application_name},
     )
+    await pool
     return pool
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.i18n import Language, pick_language
+from common.outages import OUTAGE_CANDIDATES, is_outage
 
 logger = logging.getLogger("common.errors")
 
@@ -177,6 +178,17 @@ async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONRes
     )
 
 
+async def _outage_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The database or Redis could not be reached, broke off, or did not answer in time: a 503 the
+    client can retry, never a 500. Anything else of the same classes is an unexpected error."""
+    if not is_outage(exc):
+        return await _unexpected_error_handler(request, exc)
+    logger.warning(
+        "backing service unavailable", extra={"path": request.url.path, "error": repr(exc)[:300]}
+    )
+    return await _app_error_handler(request, ServiceUnavailable(repr(exc)))
+
+
 def _printable(value: Any) -> Any:
     """The validation list echoes client input; make any str in it encodable as UTF-8."""
     if isinstance(value, str):
@@ -200,4 +212,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    for kind in OUTAGE_CANDIDATES:
+        app.add_exception_handler(kind, _outage_handler)
     app.add_exception_handler(Exception, _unexpected_error_handler)

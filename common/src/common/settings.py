@@ -37,6 +37,13 @@ class DatabaseSettings(BaseServiceSettings):
         validation_alias=AliasChoices("DATABASE_URL"),
     )
     db_pool_size: int = Field(default=10, ge=1, le=200, validation_alias="DB_POOL_SIZE")
+    # A database that does not answer gives a 503 after these, not a request hanging.
+    db_connect_timeout_seconds: float = Field(
+        default=3.0, gt=0, le=120, validation_alias="DB_CONNECT_TIMEOUT_SECONDS"
+    )
+    db_statement_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=3600, validation_alias="DB_STATEMENT_TIMEOUT_SECONDS"
+    )
 
     @model_validator(mode="after")
     def _async_driver(self) -> "DatabaseSettings":

@@ -4,6 +4,7 @@ import asyncio
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -130,3 +131,31 @@ class PrivatePostgres:
                 self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", what="stopping")
             except StackError:
                 pass
+
+    def server_pids(self) -> list[int]:
+        """The postmaster and every process it started (backends, checkpointer, ...)."""
+        try:
+            postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            return []
+        children = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == postmaster:
+                children.append(int(entry.name))
+        return [postmaster, *children]
+
+    def freeze(self) -> None:
+        """Every server process stopped (SIGSTOP): connections stay open and new ones are queued by
+        the kernel, but nothing answers, as when the network to the database drops packets."""
+        for pid in self.server_pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self.server_pids():
+            os.kill(pid, signal.SIGCONT)

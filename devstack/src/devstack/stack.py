@@ -552,6 +552,17 @@ class Stack:
             raise StackError("PostgreSQL is not private to this stack (DATABASE_URL is set)")
         self.postgres.start()
 
+    def freeze_postgres(self) -> None:
+        """PostgreSQL unreachable without refusing anything (SIGSTOP) until thaw_postgres."""
+        if self.postgres is None:
+            raise StackError("PostgreSQL is not private to this stack (DATABASE_URL is set)")
+        self.postgres.freeze()
+
+    def thaw_postgres(self) -> None:
+        if self.postgres is None:
+            raise StackError("PostgreSQL is not private to this stack (DATABASE_URL is set)")
+        self.postgres.thaw()
+
     def restart_postgres(self) -> None:
         """Fast shutdown (every client connection is cut), then start again on the same port."""
         if self.postgres is None:

@@ -63,7 +63,13 @@ def create_app(settings: EventsSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        pool = await make_pool(settings.database_url, size=settings.db_pool_size, application_name="events")
+        pool = await make_pool(
+            settings.database_url,
+            size=settings.db_pool_size,
+            application_name="events",
+            connect_timeout=settings.db_connect_timeout_seconds,
+            statement_timeout=settings.db_statement_timeout_seconds,
+        )
         redis = make_redis(settings.redis_url)
         # The reader blocks in XREAD up to READ_BLOCK_MS: its own connection, a longer timeout.
         reader_redis = make_redis(settings.redis_url, socket_timeout=READ_BLOCK_MS / 1000 + 5)

@@ -27,7 +27,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        pool = await make_pool(settings.database_url, size=settings.db_pool_size, application_name="gateway")
+        pool = await make_pool(
+            settings.database_url,
+            size=settings.db_pool_size,
+            application_name="gateway",
+            connect_timeout=settings.db_connect_timeout_seconds,
+            statement_timeout=settings.db_statement_timeout_seconds,
+        )
         try:
             revocations = pool if settings.check_revocation else None
             async with sampling_pool(asyncpg_pool_stats(pool)):

@@ -26,7 +26,11 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         pool = await make_pool(
-            settings.database_url, size=settings.db_pool_size, application_name="private_chat"
+            settings.database_url,
+            size=settings.db_pool_size,
+            application_name="private_chat",
+            connect_timeout=settings.db_connect_timeout_seconds,
+            statement_timeout=settings.db_statement_timeout_seconds,
         )
         redis = make_redis(settings.redis_url, socket_timeout=2.0)
         publisher = EventPublisher(redis, dedupe_seconds=settings.relay_dedupe_seconds)

@@ -16,10 +16,10 @@ import contextlib
 import logging
 
 import asyncpg
-from redis.exceptions import RedisError
 
 from common.events import Event, EventPublisher
 from common.metrics import EVENTS_PUBLISHED, OUTBOX_LAG
+from common.outages import is_outage
 from private_chat_service import repository
 
 logger = logging.getLogger("private_chat_service.relay")
@@ -83,8 +83,15 @@ class Relay:
             self._wanted.clear()
             try:
                 published = await self.publish_batch()
-            except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                logger.warning("outbox relay failed, retrying", extra={"error": repr(exc)})
+            except Exception as exc:
+                # The relay must outlive anything a batch meets: a loop that died would leave
+                # every later event in the outbox. An outage is expected (PostgreSQL restarting,
+                # Redis away: asyncpg even reports a connection caught mid-goodbye as an internal
+                # error); anything else is logged with its traceback, and retried all the same.
+                if is_outage(exc):
+                    logger.warning("outbox relay failed, retrying", extra={"error": repr(exc)})
+                else:
+                    logger.exception("outbox relay failed unexpectedly, retrying")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 self._wanted.set()

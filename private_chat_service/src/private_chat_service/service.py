@@ -1,5 +1,6 @@
 """Private chat rules. Raises the service's typed errors; knows nothing of HTTP routing."""
 
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -9,7 +10,7 @@ import asyncpg
 import orjson
 from redis.exceptions import RedisError
 
-from common.db import Executor
+from common.db import Executor, idempotent_writes
 from common.errors import UserNotFound
 from common.events import Event, EventPublisher
 from private_chat_service import repository
@@ -71,9 +72,13 @@ class PrivateChatService:
         """One statement, its own transaction (the hot path: one round trip). When it wrote
         nothing, a second look says why: a repeated nonce (the first message's id is the answer),
         or a refusal."""
-        message_id = await repository.send_as_member(
-            self.pool, chat_id=chat_id, user_id=user_id, text=text, answer_id=answer_id, nonce=nonce
-        )
+        # With a nonce the send is idempotent (a repeat gives back the first message), so the
+        # pool may run it again when the connection broke mid-statement (a database restart)
+        # instead of answering 503.
+        with idempotent_writes() if nonce is not None else contextlib.nullcontext():
+            message_id = await repository.send_as_member(
+                self.pool, chat_id=chat_id, user_id=user_id, text=text, answer_id=answer_id, nonce=nonce
+            )
         if message_id is not None:
             self.outbox_written()
             return message_id

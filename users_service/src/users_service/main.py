@@ -21,7 +21,13 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size, application_name="users")
+        engine = make_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            application_name="users",
+            connect_timeout=settings.db_connect_timeout_seconds,
+            statement_timeout=settings.db_statement_timeout_seconds,
+        )
         try:
             storage = await open_storage(settings)
             try:

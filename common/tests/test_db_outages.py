@@ -1,0 +1,212 @@
+"""The shared database pool against a real PostgreSQL that restarts, stops, freezes or cuts a
+connection mid-statement: reads are retried, writes only when provably safe, and nothing waits
+past the timeouts."""
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.exceptions
+import sqlalchemy.exc
+
+from common.db import Pool, idempotent_writes, is_read, make_pool
+from common.outages import is_outage
+from devstack.postgres import PrivatePostgres
+
+CONNECT_TIMEOUT = 1.0
+STATEMENT_TIMEOUT = 1.0
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PrivatePostgres]:
+    root = Path(tempfile.mkdtemp(prefix="db-outages-"))
+    root.chmod(0o755)
+    server = PrivatePostgres(root / "postgres", for_tests=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+async def pool(postgres: PrivatePostgres) -> AsyncIterator[Pool]:
+    pool = await make_pool(
+        postgres.url,
+        size=4,
+        application_name="outage_tests",
+        connect_timeout=CONNECT_TIMEOUT,
+        statement_timeout=STATEMENT_TIMEOUT,
+    )
+    await pool.execute("CREATE TABLE IF NOT EXISTS writes (id bigint GENERATED ALWAYS AS IDENTITY, tag text)")
+    yield pool
+    pool.terminate()
+
+
+async def _admin(postgres: PrivatePostgres) -> asyncpg.Connection:
+    return await asyncpg.connect(postgres.url)
+
+
+async def _terminate_when_active(postgres: PrivatePostgres, marker: str) -> None:
+    """Cut the pool's connection while it runs the statement carrying `marker`."""
+    admin = await _admin(postgres)
+    try:
+        for _ in range(200):
+            pid = await admin.fetchval(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
+                f"%{marker}%",
+            )
+            if pid is not None:
+                await admin.execute("SELECT pg_terminate_backend($1)", pid)
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no active statement with {marker}")
+    finally:
+        await admin.close()
+
+
+async def _count(postgres: PrivatePostgres, tag: str) -> int:
+    admin = await _admin(postgres)
+    try:
+        return int(await admin.fetchval("SELECT count(*) FROM writes WHERE tag = $1", tag))
+    finally:
+        await admin.close()
+
+
+async def test_pooled_connections_dead_after_a_restart_are_replaced(
+    pool: Pool, postgres: PrivatePostgres
+) -> None:
+    # Fill the pool, then restart while this event loop is blocked: every pooled connection is
+    # dead, and the pool cannot have noticed (the race a busy service meets).
+    await asyncio.gather(*(pool.fetchval("SELECT pg_sleep(0.05)") for _ in range(4)))
+    assert pool.get_size() == 4
+    postgres.restart()
+    # Each read meets a dead connection first, and answers anyway.
+    answers = await asyncio.gather(*(pool.fetchval("SELECT $1::int", n) for n in range(4)))
+    assert answers == [0, 1, 2, 3]
+
+
+async def test_a_write_on_a_connection_that_died_unnoticed_is_refused_not_guessed(
+    pool: Pool, postgres: PrivatePostgres
+) -> None:
+    """The server's "terminating connection" reaches the client only when it reads, after sending:
+    the same answer as a statement cut while it ran, so a plain write is not repeated (503 for the
+    client); the pool is whole again for the next one, and an idempotent write is repeated."""
+    await pool.fetchval("SELECT 1")
+    postgres.restart()  # the loop is blocked: the pooled connection is dead but not known to be
+    with pytest.raises(asyncpg.PostgresError) as failure:
+        await pool.execute("INSERT INTO writes (tag) VALUES ('unnoticed')")
+    assert is_outage(failure.value)
+    assert await _count(postgres, "unnoticed") == 0
+    await pool.execute("INSERT INTO writes (tag) VALUES ('unnoticed')")
+    assert await _count(postgres, "unnoticed") == 1
+
+    await pool.fetchval("SELECT 1")
+    postgres.restart()
+    with idempotent_writes():
+        await pool.execute("INSERT INTO writes (tag) VALUES ('unnoticed-idempotent')")
+    assert await _count(postgres, "unnoticed-idempotent") == 1
+
+
+async def test_a_read_cut_mid_statement_is_retried(pool: Pool, postgres: PrivatePostgres) -> None:
+    cut = asyncio.create_task(_terminate_when_active(postgres, "read-cut-marker"))
+    value = await pool.fetchval("SELECT 7 FROM pg_sleep(0.5) /* read-cut-marker */")
+    await cut
+    assert value == 7
+
+
+async def test_a_write_cut_mid_statement_is_not_retried(pool: Pool, postgres: PrivatePostgres) -> None:
+    cut = asyncio.create_task(_terminate_when_active(postgres, "write-cut-marker"))
+    with pytest.raises(asyncpg.PostgresError) as failure:
+        await pool.execute(
+            "INSERT INTO writes (tag) SELECT 'write-cut' FROM pg_sleep(0.5) /* write-cut-marker */"
+        )
+    await cut
+    assert is_outage(failure.value)
+    # The cut rolled the statement back, and nothing ran it again.
+    assert await _count(postgres, "write-cut") == 0
+
+
+async def test_an_idempotent_write_cut_mid_statement_is_retried(
+    pool: Pool, postgres: PrivatePostgres
+) -> None:
+    cut = asyncio.create_task(_terminate_when_active(postgres, "idem-cut-marker"))
+    with idempotent_writes():
+        await pool.execute(
+            "INSERT INTO writes (tag) SELECT 'idem-cut' FROM pg_sleep(0.5) /* idem-cut-marker */"
+        )
+    await cut
+    assert await _count(postgres, "idem-cut") == 1
+
+
+async def test_a_stopped_server_fails_fast_as_an_outage_and_is_used_again_once_back(
+    pool: Pool, postgres: PrivatePostgres
+) -> None:
+    await pool.fetchval("SELECT 1")
+    postgres.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises((OSError, asyncpg.PostgresError, asyncpg.InterfaceError)) as failure:
+            await pool.fetchval("SELECT 1")
+        assert is_outage(failure.value), repr(failure.value)
+        # One retry after a short pause; no timeout is waited out on a refused connection.
+        assert time.monotonic() - started < CONNECT_TIMEOUT + 1.0
+    finally:
+        await asyncio.to_thread(postgres.start)  # start() runs its own event loop
+    assert await pool.fetchval("SELECT 2") == 2
+
+
+async def test_a_frozen_server_times_out_within_the_bounds(pool: Pool, postgres: PrivatePostgres) -> None:
+    """SIGSTOP on every PostgreSQL process: connections stay open but nothing answers, as when the
+    network between the service and the database drops packets."""
+    await asyncio.gather(*(pool.fetchval("SELECT pg_sleep(0.05)") for _ in range(2)))
+    postgres.freeze()
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(pool.fetchval("SELECT $1::int", n) for n in range(8)), return_exceptions=True
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        postgres.thaw()
+    assert all(isinstance(result, Exception) and is_outage(result) for result in results), results
+    # Waiting for a connection, connecting and the statement are each bounded; nothing retries a
+    # timeout, so no caller waits past acquire + statement time.
+    assert elapsed < CONNECT_TIMEOUT + 2 * STATEMENT_TIMEOUT + 1.5, elapsed
+    # The connections that timed out were dropped; fresh ones answer at once.
+    assert await pool.fetchval("SELECT 3") == 3
+
+
+def test_reads_are_the_statements_that_start_with_select() -> None:
+    assert is_read("\n    SELECT id FROM private_chat.chats")
+    assert is_read("select 1")
+    assert not is_read("WITH touched AS (UPDATE x SET y = 1 RETURNING id) SELECT id FROM touched")
+    assert not is_read("INSERT INTO writes (tag) VALUES ('x')")
+    assert not is_read("DELETE FROM writes")
+
+
+def test_outages_are_told_from_other_failures() -> None:
+    assert is_outage(ConnectionRefusedError(111, "refused"))
+    assert is_outage(TimeoutError())
+    assert is_outage(OSError("Multiple exceptions: [Errno 111] Connect call failed"))
+    assert is_outage(asyncpg.InterfaceError("cannot perform operation: connection is closed"))
+    assert is_outage(asyncpg.CannotConnectNowError("the database system is starting up"))
+    assert is_outage(redis.exceptions.ConnectionError("Error 111 connecting"))
+    wrapped = sqlalchemy.exc.DBAPIError("SELECT 1", None, Exception("boom"), connection_invalidated=True)
+    assert is_outage(wrapped)
+    chained = RuntimeError("while relaying")
+    chained.__cause__ = ConnectionResetError()
+    assert is_outage(chained)
+
+    assert not is_outage(FileNotFoundError(2, "No such file"))
+    assert not is_outage(asyncpg.UniqueViolationError("duplicate key"))
+    assert not is_outage(asyncpg.DataError("invalid input for query argument"))
+    assert not is_outage(sqlalchemy.exc.DBAPIError("SELECT 1", None, Exception("syntax")))
+    assert not is_outage(ValueError("bad"))
