@@ -1,7 +1,7 @@
 # The README's two commands are `make run` and `make test`; the rest are helpers.
 PY := .venv/bin/python
 
-.PHONY: install run up down restart test lint types bench clean
+.PHONY: install run up down restart test lint types bench reliability soak clean
 
 install:
 	@scripts/bootstrap.sh
@@ -24,13 +24,21 @@ lint: install
 	.venv/bin/ruff check .
 
 types: install
-	.venv/bin/mypy common/src gateway/src auth_service/src users_service/src private_chat_service/src qr_ws_service/src events_service/src devstack/src
+	.venv/bin/mypy common/src gateway/src auth_service/src users_service/src private_chat_service/src qr_ws_service/src events_service/src devstack/src reliability
 
 test: lint types
 	.venv/bin/pytest
 
 bench: install
 	@$(PY) -m bench
+
+# Faults and rolling restarts under a steady mix, with the ledger (see reliability/README.md).
+reliability: install
+	@$(PY) -m reliability faults; faults=$$?; $(PY) -m reliability rolling && exit $$faults
+
+# The same mix for SOAK_MINUTES (default 30): memory, p99, errors and sizes over time, with plots.
+soak: install
+	@$(PY) -m reliability soak
 
 clean:
 	@if [ -x $(PY) ]; then $(PY) -m devstack clean; else rm -rf .data; fi
