@@ -524,16 +524,23 @@ class Stack:
         _wait_or_kill(item)
 
     def start_service(self, name: str, timeout: float = 60.0) -> None:
+        """Start what stop_service stopped; returns once nginx sends requests to it again."""
         names = self._names(name)
+        behind_nginx = False
         with self._lock:
             for instance in names:
                 item = self.managed[instance]
                 if item.process is None or item.process.poll() is not None:
                     self._spawn(item)
+                    behind_nginx = behind_nginx or item.spec is not None
                 item.wanted = True
                 item.failures = 0
         self._write_state()
         self.wait_healthy(names, timeout)
+        if behind_nginx:
+            # A request that met the stopped instances made nginx leave them out for fail_timeout
+            # (when every instance was down, the upstream answers 503 until then).
+            time.sleep(FAIL_TIMEOUT_SECONDS + 0.5)
 
     def stop_redis(self) -> None:
         self.stop_service("redis")
