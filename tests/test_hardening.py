@@ -177,6 +177,63 @@ async def test_after_a_500_the_next_requests_on_the_connection_are_served(
         await db.execute("ALTER TABLE users.users ALTER COLUMN description SET NOT NULL")
 
 
+def _edge_header(stack: Stack) -> bytes:
+    """What nginx adds to prove itself to a service, where the stack has such a secret."""
+    secret = getattr(stack, "edge_secret", None)
+    if not secret:
+        return b""
+    from common.boundary import EDGE_HEADER  # type: ignore[import-not-found,unused-ignore]
+
+    return f"{EDGE_HEADER}: {secret}\r\n".encode()
+
+
+def _read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """One HTTP/1.1 response with a Content-Length; (0, b"") when the server closed instead."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return 0, b""
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(head.split(b" ")[1]), body
+
+
+async def test_a_service_keeps_the_connection_open_after_a_500(
+    stack: Stack, make_user: MakeUser, db: asyncpg.Connection
+) -> None:
+    """The cause, on a connection like the one nginx keeps to an instance: a service used to close
+    it right after sending a 500 (the framework raised the error again once it had answered, and
+    the server closed the connection), while nginx had already put it back in its keep-alive
+    pool. Now the next request on it is served. The 500 is the same real one as above."""
+    user = await make_user()
+    await db.execute("ALTER TABLE users.users ALTER COLUMN description DROP NOT NULL")
+    try:
+        await db.execute("UPDATE users.users SET description = NULL WHERE id = $1", user.id)
+        port = stack.config.ports["users1"]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            for _ in range(3):
+                sock.sendall(
+                    b"GET /users/me/ HTTP/1.1\r\nHost: users\r\nX-User-Id: %d\r\n" % user.id
+                    + _edge_header(stack)
+                    + b"\r\n"
+                )
+                status, body = _read_response(sock)
+                assert status == 500, (status, body)
+                assert json.loads(body)["code"] == "internal_error"
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: users\r\n" + _edge_header(stack) + b"\r\n")
+            assert _read_response(sock)[0] == 200
+    finally:
+        await db.execute("UPDATE users.users SET description = '' WHERE description IS NULL")
+        await db.execute("ALTER TABLE users.users ALTER COLUMN description SET NOT NULL")
+
+
 # ---- 4. every answer nginx makes itself is JSON -----------------------------------------------
 def raw_exchange(port: int, data: bytes, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
     """Sends bytes no HTTP client would, reads nginx's whole answer (it closes after an error)."""
