@@ -94,3 +94,20 @@ async def test_service_down_gives_a_json_503(
     assert response.status_code == 503
     assert response.json() == {"detail": "Service temporarily unavailable", "code": "service_unavailable"}
     assert (await api.get("/users/me/", headers=user.headers)).status_code == 200
+
+
+async def test_every_access_log_line_is_json(api: httpx.AsyncClient, stack: object) -> None:
+    """Every line of nginx's access log parses (a request finalized before it had a status logs
+    $status "000", which the format turns into the number 0), whatever the suite sent before."""
+    import json
+
+    from devstack import Stack
+
+    assert isinstance(stack, Stack)
+    assert (await api.get("/nope")).status_code == 404
+    log = stack.config.data_dir / "nginx" / "logs" / "access.log"
+    lines = log.read_text().splitlines()
+    assert lines
+    for line in lines:
+        entry = json.loads(line)
+        assert isinstance(entry["status"], int), line
