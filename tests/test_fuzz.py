@@ -26,7 +26,7 @@ from devstack import Stack
 
 # Each prefix nginx routes to a service; `events` only when the stack runs the event gateway.
 SERVICES = ("auth", "users", "private", "gateway", "auth_events", "events")
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 # The fuzzer's own loopback address: nginx's per-address rate limits (log-in, sign-up) then count
 # its floods apart from the rest of the suite's requests.
 FUZZ_ADDRESS = "127.0.0.77"
