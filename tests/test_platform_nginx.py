@@ -111,3 +111,27 @@ async def test_every_access_log_line_is_json(api: httpx.AsyncClient, stack: obje
     for line in lines:
         entry = json.loads(line)
         assert isinstance(entry["status"], int), line
+
+
+async def test_a_path_without_its_trailing_slash_is_the_same_route(
+    api: httpx.AsyncClient, make_user: object
+) -> None:
+    """No redirect a client would follow with another method: both spellings are served, each
+    through its route's own location (limits and the token check included)."""
+    user = await make_user()  # type: ignore[operator]
+    for path in ("/auth/login", "/auth/login/"):
+        wrong = await api.post(path, json={"email": user.email, "password": "not the password"})
+        assert wrong.status_code == 401, (path, wrong.status_code, wrong.text)
+        assert wrong.json()["code"] == "invalid_credentials"
+    login = await api.post("/auth/login", json={"email": user.email, "password": user.password})
+    assert login.status_code == 200, login.text
+    for path in ("/users/me", "/users/me/"):
+        me = await api.get(path, headers=user.headers)
+        assert me.status_code == 200, (path, me.status_code, me.text)
+        assert me.json()["id"] == user.id
+    # A protected route without its slash still needs a token (nginx's check, not the service's).
+    for path in ("/auth/encrypt_user_data", "/auth/logout-all"):
+        method = api.get if path.endswith("data") else api.post
+        refused = await method(path)
+        assert refused.status_code == 401, (path, refused.status_code, refused.text)
+        assert refused.json()["code"] == "not_authenticated"

@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Match
+from starlette.types import Receive, Scope, Send
 
 from common.errors import AnswerUnexpectedErrors, install_error_handlers
 from common.health import Readiness
@@ -110,4 +112,29 @@ def build_app(
 
     for router in routers:
         app.include_router(router)
+    _answer_both_spellings(app)
     return app
+
+
+def _answer_both_spellings(app: FastAPI) -> None:
+    """A path asked with or without its trailing slash is served as the route that exists,
+    instead of Starlette's bodiless 307 (which a client may follow with another method). Only a
+    path that matched nothing pays for the second lookup."""
+    router = app.router
+    router.redirect_slashes = False
+    not_found = router.default
+
+    async def other_spelling(scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if scope["type"] in ("http", "websocket") and not scope.get(_RESPELLED) and len(path) > 1:
+            other = path[:-1] if path.endswith("/") else path + "/"
+            respelled = {**scope, "path": other, "raw_path": other.encode(), _RESPELLED: True}
+            if any(route.matches(respelled)[0] != Match.NONE for route in router.routes):
+                await router(respelled, receive, send)
+                return
+        await not_found(scope, receive, send)
+
+    router.default = other_spelling
+
+
+_RESPELLED = "chat.respelled"
