@@ -15,13 +15,20 @@ import httpx
 import jwt
 import pytest
 import websockets
-from conftest import MakeUser, unique
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from devstack import Stack
 
 pytestmark = pytest.mark.usefixtures("stack")
+
+# make_user (tests/conftest.py): an async factory of registered, logged-in users. Not imported by
+# name: with every test folder collected at once, `conftest` is not one module.
+MakeUser = Any
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
