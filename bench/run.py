@@ -37,8 +37,12 @@ from devstack.system import MissingProgram, apt_install, find_postgres_bindir
 
 ALL_SCENARIOS = (
     "nginx", "auth", "floor_auth", "floor_noauth", "read", "deep_cursor", "deep_offset",
-    "send", "login", "qr", "pg_write", "pg_read",
+    "send", "send_nolimit", "edit", "login", "qr", "pg_write", "pg_read",
 )  # fmt: skip
+
+# The chat's rate limits in the bench stack: checked on every send (the Redis script runs), never
+# met. `send_nolimit` runs the same sends with the limiter off (SEND_RATE_LIMIT=0) for the ratio.
+BENCH_RATE_LIMIT = "1000000/1"
 
 # nginx settings for the bench stack: no access log on disk, log-in limits out of the way (one
 # client address sends everything), and the bench-only locations.
@@ -101,7 +105,12 @@ def bench_config(data_dir: Path, workers: int, db_pool: int) -> StackConfig:
         redis_port=free_port(),
         instances={**{name: 1 for name in SERVICE_NAMES}, "qr_ws": 2},
         workers=workers,
-        env={"AUTH_QR_TICKET_MAX_LIVE_PER_USER": "1000", "DB_POOL_SIZE": str(db_pool)},
+        env={
+            "AUTH_QR_TICKET_MAX_LIVE_PER_USER": "1000",
+            "DB_POOL_SIZE": str(db_pool),
+            "SEND_RATE_LIMIT": BENCH_RATE_LIMIT,
+            "START_CHAT_RATE_LIMIT": BENCH_RATE_LIMIT,
+        },
     )
 
 
@@ -143,7 +152,7 @@ def requests_for(data: SeedData, scenario: str) -> list[tuple[str, str, str, str
         return [("GET", f"/private/{big}/messages?limit=50&before={cursor}", t, "", "") for t in big_tokens]
     if scenario == "deep_offset":
         return [("GET", f"/private/{big}/messages?limit=50&offset={offset}", t, "", "") for t in big_tokens]
-    if scenario == "send":
+    if scenario in ("send", "send_nolimit"):
         body = json.dumps({"text": "a benchmark message of a typical length, say sixty characters"})
         return [
             ("POST", f"/private/add-message/{c}/", f"Bearer {u.token}", "", body) for c, u in data.pair_chats
@@ -154,6 +163,32 @@ def requests_for(data: SeedData, scenario: str) -> list[tuple[str, str, str, str
             for u in data.users
         ]
     raise ValueError(scenario)
+
+
+def edit_requests(base_url: str, data: SeedData) -> list[tuple[str, str, str, str, str]]:
+    """PATCH lines: each small chat's member edits a message of their own (sent here, once)."""
+    import httpx
+
+    body = json.dumps({"text": "an edited benchmark message, of about the length of a send"})
+    lines = []
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for chat_id, user in data.pair_chats:
+            sent = client.post(
+                f"/private/add-message/{chat_id}/",
+                json={"text": "a message to edit"},
+                headers={"Authorization": f"Bearer {user.token}"},
+            )
+            sent.raise_for_status()
+            path = f"/private/{chat_id}/messages/{sent.json()['id']}/"
+            lines.append(("PATCH", path, f"Bearer {user.token}", "", body))
+    return lines
+
+
+def set_send_limit(stack: Stack, value: str) -> None:
+    """Restarts the chat instances with SEND_RATE_LIMIT=value."""
+    for name in stack.instances_of("private_chat"):
+        stack.managed[name].env["SEND_RATE_LIMIT"] = value
+    stack.rolling_restart("private_chat", say=lambda _: None)
 
 
 def check_pages(base_url: str, data: SeedData) -> dict[str, Any]:
@@ -222,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         if args.serve:
             for scenario in ALL_SCENARIOS:
-                if scenario not in ("qr", "pg_write", "pg_read"):
+                if scenario not in ("qr", "pg_write", "pg_read", "edit"):
                     write_requests(work / f"{scenario}.txt", requests_for(data, scenario))
             pids = {name: process.pid for name, process in stack.processes.items()}
             print(f"bench: serving {base_url} for {args.serve:.0f}s; request files in {work}; pids {pids}")
@@ -235,8 +270,14 @@ def main(argv: list[str] | None = None) -> int:
         alone_p99: float | None = None
         groups = {name: process.pid for name, process in stack.processes.items()}
         postmaster = _postmaster_pid(stack)
+        send_limit = BENCH_RATE_LIMIT
         for scenario in selected:
             print(f"bench: {scenario} …", flush=True)
+            wanted_limit = "0" if scenario == "send_nolimit" else BENCH_RATE_LIMIT
+            if wanted_limit != send_limit:
+                set_send_limit(stack, wanted_limit)
+                send_limit = wanted_limit
+                groups = {name: process.pid for name, process in stack.processes.items()}
             cpu_before = cpu_seconds(groups, postmaster)
             wall_before = time.monotonic()
             others_before = _other_test_runs()
@@ -272,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(result)
                 result = under
             else:
-                lines = requests_for(data, scenario)
+                lines = edit_requests(base_url, data) if scenario == "edit" else requests_for(data, scenario)
                 result = wrk(scenario, base_url, write_requests(work / f"{scenario}.txt", lines), load)
                 if scenario == "send":
                     alone_p99 = result.p99_ms
