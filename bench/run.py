@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -73,6 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--pairs", type=int, default=int(env("BENCH_PAIRS", "100")), help="small chats")
     parser.add_argument("--messages", type=int, default=int(env("BENCH_MESSAGES", "100000")))
+    parser.add_argument(
+        "--limiter-rounds",
+        type=int,
+        default=int(env("BENCH_LIMITER_ROUNDS", "3")),
+        help="send_nolimit: pairs of runs with the rate limiter off, then on",
+    )
     parser.add_argument("--only", default=env("BENCH_ONLY", ""), help="comma-separated scenario names")
     parser.add_argument("--label", default=env("BENCH_LABEL", "latest"), help="results file name")
     parser.add_argument("--baseline", type=Path, default=None, help="an earlier results JSON to compare with")
@@ -191,6 +198,62 @@ def set_send_limit(stack: Stack, value: str) -> None:
     stack.rolling_restart("private_chat", say=lambda _: None)
 
 
+def limiter_rounds(
+    stack: Stack, base_url: str, requests_file: Path, load: Load, rounds: int, postmaster: int | None
+) -> Result:
+    """The send scenario with the limiter off and on, alternately, `rounds` times each (half the
+    scenario's duration per run, each after its warm-up): on a machine shared with other work,
+    pairs measured back to back say more than two runs minutes apart. The row is the runs with the
+    limiter off; its detail holds every pair, the median on/off throughput ratio, and the ratio
+    of CPU per request over all the pairs (off / on: what a CPU-bound machine would lose)."""
+    half = Load(load.connections, load.threads, max(3.0, load.duration / 2), load.warmup)
+    pairs: list[dict[str, Any]] = []
+    offs: list[Result] = []
+    cpu_ms = {"off": 0.0, "on": 0.0}
+    for _ in range(rounds):
+        pair: dict[str, Any] = {}
+        for state, limit in (("off", "0"), ("on", BENCH_RATE_LIMIT)):
+            set_send_limit(stack, limit)
+            groups = {name: process.pid for name, process in stack.processes.items()}
+            before = cpu_seconds(groups, postmaster)
+            result = wrk(f"send_{state}", base_url, requests_file, half)
+            used = cpu_seconds(groups, postmaster)
+            spent = sum(used[name] - before.get(name, 0.0) for name in used if name != "load tool")
+            # CPU of the warm-up too: per request of the run and of its warm-up.
+            per_request = 1000 * spent / max(1.0, _all_requests(result, half))
+            cpu_ms[state] += per_request
+            pair[state] = {"rps": round(result.rps, 1), "p99_ms": round(result.p99_ms, 2),
+                           "cpu_ms_per_request": round(per_request, 3), "non2xx": result.non2xx,
+                           "errors": result.errors}  # fmt: skip
+            if state == "off":
+                offs.append(result)
+        pair["ratio"] = round(pair["on"]["rps"] / pair["off"]["rps"], 3) if pair["off"]["rps"] else None
+        pairs.append(pair)
+        print(
+            f"       pair: off {pair['off']['rps']}/s, on {pair['on']['rps']}/s, on/off {pair['ratio']}",
+            flush=True,
+        )
+    ratios = sorted(p["ratio"] for p in pairs if p["ratio"] is not None)
+    requests = sum(r.requests for r in offs)
+    merged = Result(
+        name="send_nolimit",
+        tool="wrk",
+        rps=sum(r.rps for r in offs) / len(offs),
+        p50_ms=statistics.median(r.p50_ms for r in offs),
+        p99_ms=max(r.p99_ms for r in offs),
+        requests=requests,
+        errors=sum(r.errors for r in offs) + sum(p["on"]["errors"] for p in pairs),
+        non2xx=sum(r.non2xx for r in offs) + sum(p["on"]["non2xx"] for p in pairs),
+    )
+    merged.detail = {
+        "pairs": pairs,
+        "limiter_on_off_rps_ratio_median": ratios[len(ratios) // 2] if ratios else None,
+        "cpu_per_request_off_on_ratio": round(cpu_ms["off"] / cpu_ms["on"], 3) if cpu_ms["on"] else None,
+        "run_seconds": half.duration,
+    }
+    return merged
+
+
 def check_pages(base_url: str, data: SeedData) -> dict[str, Any]:
     """The deep cursor page and the offset page must be the same 50 messages."""
     import httpx
@@ -273,11 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         send_limit = BENCH_RATE_LIMIT
         for scenario in selected:
             print(f"bench: {scenario} …", flush=True)
-            wanted_limit = "0" if scenario == "send_nolimit" else BENCH_RATE_LIMIT
-            if wanted_limit != send_limit:
-                set_send_limit(stack, wanted_limit)
-                send_limit = wanted_limit
-                groups = {name: process.pid for name, process in stack.processes.items()}
+            if send_limit != BENCH_RATE_LIMIT:  # after send_nolimit's restarts
+                set_send_limit(stack, BENCH_RATE_LIMIT)
+                send_limit = BENCH_RATE_LIMIT
+            groups = {name: process.pid for name, process in stack.processes.items()}
             cpu_before = cpu_seconds(groups, postmaster)
             wall_before = time.monotonic()
             others_before = _other_test_runs()
@@ -298,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
                 result = pgbench(
                     scenario, find_postgres_bindir(), stack.postgres.port, "chat", script, load, work_dir=work
                 )
+            elif scenario == "send_nolimit":
+                send_file = write_requests(work / "send.txt", requests_for(data, "send"))
+                result = limiter_rounds(stack, base_url, send_file, load, args.limiter_rounds, postmaster)
+                groups = {name: process.pid for name, process in stack.processes.items()}
+                send_limit = BENCH_RATE_LIMIT
             elif scenario == "login":
                 send_file = write_requests(work / "send.txt", requests_for(data, "send"))
                 login_file = write_requests(work / "login.txt", requests_for(data, "login"))
