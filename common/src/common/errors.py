@@ -106,7 +106,7 @@ class TooManyRequests(AppError):
 
     def body(self, language: Language) -> dict[str, Any]:
         # The exact wait (fractional seconds, API.md 21), besides the header's whole seconds.
-        return {**super().body(language), "retry_after": round(self.retry_after, 3)}
+        return {**super().body(language), "retry_after": round(float(self.retry_after), 3)}
 
 
 class ServiceUnavailable(AppError):
