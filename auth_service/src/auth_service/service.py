@@ -29,6 +29,7 @@ class AccountService:
         pending_timeout: timedelta,
         login_max_failures: int = 10,
         login_failure_window: timedelta = timedelta(minutes=15),
+        cutoff_retention: timedelta = timedelta(days=1),
     ) -> None:
         self.engine = engine
         self.passwords = passwords
@@ -37,6 +38,8 @@ class AccountService:
         self.pending_timeout = pending_timeout
         self.login_max_failures = login_max_failures
         self.login_failure_window = login_failure_window
+        # How long a log-out-everywhere cutoff is kept: past the life of any token it cut off.
+        self.cutoff_retention = cutoff_retention
 
     async def create_account(
         self,
@@ -106,28 +109,31 @@ class AccountService:
 
     async def login(self, *, email: str, password: str) -> str:
         email = email.strip().lower()
-        async with self.engine.connect() as conn:
-            failures, window_start = await repository.login_failures_in_window(
-                conn, email, self.login_failure_window
+        # The guess is counted before its hash is verified, in one statement: however many
+        # log-ins for one email arrive at once, at most the allowance reach the password check.
+        async with self.engine.begin() as conn:
+            reserved = await repository.reserve_login_guess(
+                conn, email, self.login_failure_window, self.login_max_failures
             )
-            account = await repository.active_by_email(conn, email)
-        if failures >= self.login_max_failures:
+            window_start = None if reserved else await repository.login_window_start(conn, email)
+        if window_start is not None:
             # Counted per email whether or not it is registered, so the brake reveals nothing.
             retry_after = window_start + self.login_failure_window - datetime.now(UTC)
             LOGIN_BRAKE_HITS.inc()
             raise TooManyRequests(retry_after.total_seconds())
+        async with self.engine.connect() as conn:
+            account = await repository.active_by_email(conn, email)
         password_hash = account.password_hash if account else None
         # Unknown email, wrong password and a password-less (Yandex-only) account all verify a
-        # hash and fail the same way, so neither the body nor the timing tells them apart.
+        # hash and fail the same way, so neither the body nor the timing tells them apart. A
+        # failed guess stays counted.
         if not await self.passwords.verify(password_hash, password) or account is None:
-            async with self.engine.begin() as conn:
-                await repository.record_login_failure(conn, email, self.login_failure_window)
             LOGIN_FAILURES.inc()
             raise InvalidCredentials()
         assert password_hash is not None
-        if failures:
-            async with self.engine.begin() as conn:
-                await repository.clear_login_failures(conn, email)
+        # The right password clears the email's count, this guess included.
+        async with self.engine.begin() as conn:
+            await repository.clear_login_failures(conn, email)
         if self.passwords.needs_rehash(password_hash):
             new_hash = await self.passwords.hash(password)
             async with self.engine.begin() as conn:
@@ -145,6 +151,13 @@ class AccountService:
         async with self.engine.begin() as conn:
             await repository.revoke(conn, claims.jti, datetime.fromtimestamp(claims.expires_at, UTC))
 
+    async def logout_everywhere(self, user_id: int) -> None:
+        """Every token of the user issued until now stops working, and with them every ticket they
+        minted and every event session they opened. The cutoff is this process's clock, the one
+        the issuer stamps `iat` with."""
+        async with self.engine.begin() as conn:
+            await repository.cut_off_tokens(conn, user_id, datetime.now(UTC))
+
     async def housekeeping(self) -> None:
         """Finish what crashed registrations left behind, and drop expired revocations."""
         async with self.engine.connect() as conn:
@@ -159,4 +172,5 @@ class AccountService:
             logger.info("removed an unfinished registration", extra={"user_id": user_id})
         async with self.engine.begin() as conn:
             await repository.purge_expired_revocations(conn)
+            await repository.purge_old_cutoffs(conn, self.cutoff_retention)
             await repository.purge_old_login_failures(conn, self.login_failure_window)
