@@ -32,6 +32,8 @@ TITLES = {
     "deep_cursor": "3. deep page by cursor",
     "deep_offset": "3. deep page by offset (reported only)",
     "send": "1. send: POST add-message",
+    "send_nolimit": "12. send with the rate limiter off (SEND_RATE_LIMIT=0; pairs in detail)",
+    "edit": "13. edit: PATCH a message",
     "login": "9. password log-ins (while send runs)",
     "send_during_login": "9. send while log-ins run",
     "qr": "8. QR logins (2 websockets, mint, accept, exchange)",
@@ -113,6 +115,14 @@ def targets(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     add("read / read ceiling (rps)", ratio("read", "pg_read"), 0.04, ">=")
     add("deep cursor p50 / read p50", ratio("deep_cursor", "read", "p50_ms"), 1.5, "<=")
     add("send p99 during log-ins / alone", ratio("send_during_login", "send", "p99_ms"), 3.0, "<=")
+    # Measured in pairs of runs back to back (bench.run.limiter_rounds); the send row alone would
+    # compare runs minutes apart.
+    paired = (
+        rows["send_nolimit"]["detail"].get("limiter_on_off_rps_ratio_median")
+        if "send_nolimit" in rows
+        else None
+    )
+    add("send with the rate limiter / without (rps, median of pairs)", paired, 0.9, ">=")
     del rps
     return out
 
