@@ -29,8 +29,9 @@ types: install
 test: lint types
 	.venv/bin/pytest
 
+# The HTTP hot paths (bench/run.py), then the event gateway (bench/events.py); results in bench/results/.
 bench: install
-	@$(PY) -m bench
+	@$(PY) -m bench; http=$$?; $(PY) -m bench.events && exit $$http
 
 # Faults and rolling restarts under a steady mix, with the ledger (see reliability/README.md).
 reliability: install

@@ -59,6 +59,7 @@ sed \
   -e "s|{{MEDIA_SOURCE}}|proxy_pass ${MEDIA_UPSTREAM:-http://minio:9000/avatars/};|" \
   -e "/{{UPSTREAMS}}/{r $prefix/upstreams.conf" -e "d;}" \
   -e "s|{{INTERNAL_SERVERS}}||" \
+  -e "s|{{STATUS_LISTEN}}|8081|" \
   "$template/nginx.conf.template" > /etc/nginx/nginx.conf
 
 if grep -q '{{' /etc/nginx/nginx.conf; then

@@ -6,6 +6,7 @@ checks that it is asked the way Yandex wants (`Authorization: OAuth <token>`, `f
 """
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,6 +66,31 @@ class Reply:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # Kept so that stop() can cut them: shutdown() only stops accepting, and a keep-alive
+        # connection's thread would go on answering the auth service's pooled connection.
+        with self._open_lock:
+            self._open.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open.discard(request)
+
+    def cut_connections(self) -> None:
+        with self._open_lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def handle_error(self, request: object, client_address: object) -> None:
         # A client that gave up mid-reply (the time-out cases) is expected here, not an error.
@@ -134,6 +160,7 @@ class FakeYandex:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.cut_connections()
             self._server = None
         if self._thread is not None:
             self._thread.join(timeout=5)

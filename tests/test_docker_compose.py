@@ -92,6 +92,7 @@ def service_env(name: str, env: dict[str, str]) -> dict[str, str]:
 
 def test_every_part_of_the_stack_is_there() -> None:
     assert {"postgres", "redis", "minio", "minio-init", "keys", "nginx", *PYTHON_SERVICES} <= set(SERVICES)
+    assert {"prometheus", "grafana", "nginx-exporter"} <= set(SERVICES)
 
 
 def test_every_service_runs_in_replicas_with_redis() -> None:
@@ -121,17 +122,79 @@ def test_only_nginx_publishes_a_port() -> None:
     assert SERVICES["nginx"]["ports"] == ["${HTTP_PORT:-8080}:8080"]
 
 
+DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
+SERVE = (REPO_ROOT / "scripts" / "serve.sh").read_text()
+
+
 @pytest.mark.parametrize(("name", "folder"), sorted(PYTHON_SERVICES.items()))
-def test_service_images_and_migrations(name: str, folder: str) -> None:
+def test_every_service_builds_from_the_one_dockerfile(name: str, folder: str) -> None:
     build = SERVICES[name]["build"]
-    assert build["context"] == "."
-    dockerfile = (REPO_ROOT / build["dockerfile"]).read_text()
-    assert build["dockerfile"] == f"{folder}/Dockerfile"
-    assert f"{folder.replace('_', '-')}" in dockerfile  # uv sync --package <name>
-    assert "USER nobody" in dockerfile
-    has_migrations = (REPO_ROOT / folder / "alembic.ini").exists()
+    assert build == {"context": ".", "args": {"SERVICE": folder}}
+    package = folder.replace("_", "-")
+    assert (REPO_ROOT / folder / "pyproject.toml").read_text().count(f'name = "{package}"') == 1
+    # Every image runs as a non-root user on a read-only root filesystem.
+    assert SERVICES[name]["read_only"] is True
+    assert SERVICES[name]["tmpfs"] == ["/tmp"]
+    assert not (REPO_ROOT / folder / "Dockerfile").exists()
+
+
+def test_the_dockerfile_is_multi_stage_and_non_root() -> None:
+    stages = re.findall(r"^FROM \S+ AS (\w+)$", DOCKERFILE, re.MULTILINE)
+    assert stages == ["build", "runtime"]
+    runtime = DOCKERFILE.split("AS runtime", 1)[1]
+    assert "USER nobody" in runtime
+    assert "uv" not in runtime.replace("uvicorn", "")  # no build tool in the image that runs
+    # The workspace package the build stage installs is the folder's name with dashes.
+    assert 'uv sync --frozen --no-dev --no-editable --package "$(echo "$SERVICE" | tr _ -)"' in DOCKERFILE
+    assert 'CMD ["/app/scripts/serve.sh"]' in DOCKERFILE
     # Migrations run before the service starts, in the service's own container.
-    assert (f"alembic -c {folder}/alembic.ini upgrade head" in dockerfile) == has_migrations
+    assert 'alembic -c "/app/$SERVICE/alembic.ini" upgrade head' in SERVE
+    assert 'exec uvicorn "$SERVICE.main:create_app" --factory' in SERVE
+
+
+def test_the_entry_point_starts_what_each_service_is(tmp_path: Path) -> None:
+    """serve.sh run with a stand-in uvicorn and alembic on PATH: the commands it would run."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("uvicorn", "alembic"):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho {tool} "$@" >> {tmp_path}/calls\n')
+        (bin_dir / tool).chmod(0o755)
+    app = tmp_path / "app"
+    for folder in PYTHON_SERVICES.values():
+        if (REPO_ROOT / folder / "alembic.ini").exists():
+            (app / folder).mkdir(parents=True)
+            (app / folder / "alembic.ini").write_text("")
+    calls: dict[str, list[str]] = {}
+    for folder in PYTHON_SERVICES.values():
+        (tmp_path / "calls").unlink(missing_ok=True)
+        script = SERVE.replace("/app/", f"{app}/")
+        subprocess.run(
+            ["sh", "-c", script],
+            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "SERVICE": folder},
+            check=True,
+        )
+        calls[folder] = (tmp_path / "calls").read_text().splitlines()
+    for folder, lines in calls.items():
+        has_migrations = (REPO_ROOT / folder / "alembic.ini").exists()
+        assert lines[0].startswith("alembic -c") == has_migrations, folder
+        assert lines[-1].startswith(f"uvicorn {folder}.main:create_app --factory --host 0.0.0.0 --port 8000")
+    assert calls["events_service"][-1].endswith("--ws-max-size 65536 --ws-per-message-deflate false")
+    assert calls["qr_ws_service"][-1].endswith("--ws-max-size 65536")
+
+
+def test_prometheus_grafana_and_the_nginx_exporter_are_there() -> None:
+    prometheus = yaml.safe_load((REPO_ROOT / "ops" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    for name in PYTHON_SERVICES:
+        # Every replica: compose's DNS answers a service's name with one address per replica.
+        assert jobs[name]["dns_sd_configs"] == [{"names": [name], "type": "A", "port": 8000}]
+    assert jobs["nginx"]["static_configs"] == [{"targets": ["nginx-exporter:9113"]}]
+    assert SERVICES["nginx-exporter"]["command"] == ["--nginx.scrape-uri=http://nginx:8081/stub_status"]
+    volumes = SERVICES["grafana"]["volumes"]
+    assert "./ops/grafana/provisioning:/etc/grafana/provisioning:ro" in volumes
+    assert "./ops/grafana/dashboards:/var/lib/grafana/dashboards:ro" in volumes
+    config = "./ops/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
+    assert config in SERVICES["prometheus"]["volumes"]
 
 
 # Settings whose value is a secret: each must come from the environment, with no default.
@@ -181,7 +244,11 @@ def test_secrets_are_not_in_the_file() -> None:
 
 # What `docker compose up` needs from the environment: the required variables, all documented
 # in .env.example with an empty value (the repository holds none of them).
-REQUIRED_ENV = {"POSTGRES_PASSWORD": "pw-from-env", "MINIO_ROOT_PASSWORD": "minio-pw"}
+REQUIRED_ENV = {
+    "POSTGRES_PASSWORD": "pw-from-env",
+    "MINIO_ROOT_PASSWORD": "minio-pw",
+    "GRAFANA_ADMIN_PASSWORD": "grafana-pw",
+}
 
 
 def test_required_variables_are_documented_and_empty() -> None:

@@ -389,6 +389,38 @@ async def test_logout_closes_live_sessions_on_every_instance_within_two_seconds(
     assert time.monotonic() - revoked_at < 2.5
 
 
+async def test_logout_all_closes_every_session_of_the_user_on_every_instance(
+    api: httpx.AsyncClient, make_user: Any, clients: Any, instance_urls: dict[str, str]
+) -> None:
+    alice, bob = await make_user(), await make_user()
+    second = await api.post("/auth/login/", json={"email": alice.email, "password": alice.password})
+    second_token = second.json()["token"]
+    sessions = [await identified(clients, url, alice) for url in instance_urls.values()]
+    for url in instance_urls.values():
+        client = await clients(url)
+        await client.identify(second_token)
+        client.beat(HEARTBEAT_EVERY)
+        sessions.append(client)
+    bystander = await identified(clients, instance_urls["events1"], bob)
+
+    response = await api.post("/auth/logout-all/", headers=alice.headers)
+    assert response.status_code == 200, response.text
+    ended_at = time.monotonic()
+    for client in sessions:
+        closed = await client.closed()
+        assert closed.code == 4004, closed
+    assert time.monotonic() - ended_at < 2.5
+    # A token from a log-in after the cutoff identifies and stays; another user's session too.
+    fresh = await api.post("/auth/login/", json={"email": alice.email, "password": alice.password})
+    after = await clients(instance_urls["events2"])
+    await after.identify(fresh.json()["token"])
+    after.beat(HEARTBEAT_EVERY)
+    await asyncio.sleep(2.5)  # more than two rounds of the revocation watch
+    for client in (after, bystander):
+        assert client.ws.close_code is None
+        await client.send(1, None)
+
+
 async def test_a_token_that_expires_closes_its_session_at_expiry(
     make_user: Any, clients: Any, events_url: str, issuer: Any
 ) -> None:

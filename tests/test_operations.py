@@ -42,6 +42,21 @@ async def test_every_instance_exposes_metrics_and_readiness_on_its_own_port(stac
             assert all(state == "ok" for state in ready.json()["checks"].values()), name
 
 
+async def test_nginx_status_answers_on_its_loopback_port_only(stack: Stack, api: httpx.AsyncClient) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        status = await http.get(f"http://127.0.0.1:{stack.config.status_port}/stub_status")
+        other = await http.get(f"http://127.0.0.1:{stack.config.status_port}/anything")
+    assert status.status_code == 200
+    # The format nginx-prometheus-exporter parses.
+    exporter_format = r"Active connections: \d+ \nserver accepts handled requests\n \d+ \d+ \d+ \n"
+    assert re.match(exporter_format, status.text)
+    assert other.status_code == 404
+    assert other.json()["code"] == "not_found"
+    public = await api.get("/stub_status")
+    assert public.status_code == 404
+    assert "Active connections" not in public.text
+
+
 async def test_metrics_and_probes_are_not_routed_by_nginx(api: httpx.AsyncClient) -> None:
     for path in ("/metrics", "/readyz", "/healthz", "/private/../metrics"):
         response = await api.get(path)

@@ -335,6 +335,40 @@ async def test_logout_revokes_the_token(api: httpx.AsyncClient, make_user: objec
     assert (await api.get("/users/me/", headers={"Authorization": other_token})).status_code == 200
 
 
+async def test_logout_all_ends_every_token_of_the_user(api: httpx.AsyncClient, make_user: object) -> None:
+    user = await make_user()  # type: ignore[operator]
+    other = await make_user()  # type: ignore[operator]
+    second = await api.post("/auth/login/", json={"email": user.email, "password": user.password})
+    second_headers = {"Authorization": f"Bearer {second.json()['token']}"}
+    assert (await api.get("/users/me/", headers=second_headers)).status_code == 200
+
+    ended = await api.post("/auth/logout-all/", headers=second_headers)
+    assert ended.status_code == 200, ended.text
+    assert ended.json() == {"detail": "success"}
+    # Both of the user's tokens, on every gateway instance (nginx spreads the checks over them).
+    for _ in range(6):
+        for headers in (user.headers, second_headers):
+            assert (await api.get("/gateway/get-token/", headers=headers)).status_code == 401
+            assert (await api.get("/users/me/", headers=headers)).status_code == 401
+    assert (await api.post("/auth/logout-all/", headers=user.headers)).status_code == 401
+    # Another user is untouched; a log-in right after the cutoff gives a token that works.
+    assert (await api.get("/users/me/", headers=other.headers)).status_code == 200
+    fresh_login = await api.post("/auth/login/", json={"email": user.email, "password": user.password})
+    fresh_headers = {"Authorization": f"Bearer {fresh_login.json()['token']}"}
+    for _ in range(4):
+        me = await api.get("/users/me/", headers=fresh_headers)
+        assert me.status_code == 200, me.text
+        assert me.json()["id"] == user.id
+
+
+async def test_logout_all_needs_a_token(api: httpx.AsyncClient, make_user: object) -> None:
+    user = await make_user()  # type: ignore[operator]
+    spoofed = await api.post("/auth/logout-all/", headers={"X-User-Id": str(user.id)})
+    assert spoofed.status_code == 401
+    assert spoofed.json()["code"] == "not_authenticated"
+    assert (await api.get("/users/me/", headers=user.headers)).status_code == 200
+
+
 async def test_accept_language_picks_messages_and_is_stored(
     api: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:

@@ -6,7 +6,7 @@ import pytest
 pytestmark = pytest.mark.usefixtures("stack")
 
 
-@pytest.mark.parametrize("prefix", ["gateway", "auth", "users", "private", "auth_events"])
+@pytest.mark.parametrize("prefix", ["gateway", "auth", "users", "private", "auth_events", "events"])
 async def test_every_service_publishes_docs_without_a_token(api: httpx.AsyncClient, prefix: str) -> None:
     schema = await api.get(f"/{prefix}/openapi.json")
     assert schema.status_code == 200, schema.text
@@ -15,6 +15,13 @@ async def test_every_service_publishes_docs_without_a_token(api: httpx.AsyncClie
     assert docs.status_code == 200
     assert "swagger" in docs.text.lower()
     assert f"/{prefix}/openapi.json" in docs.text
+    # The other spelling goes there with a relative Location (scheme, host and port kept) and JSON.
+    for page in ("docs", "redoc"):
+        moved = await api.get(f"/{prefix}/{page}/")
+        assert moved.status_code == 308, (page, moved.status_code, moved.text)
+        assert moved.headers["location"] == f"/{prefix}/{page}"
+        assert moved.json()["code"] == "moved"
+        assert (await api.get(f"/{prefix}/{page}/", follow_redirects=True)).status_code == 200
 
 
 async def test_unknown_path_is_a_json_404(api: httpx.AsyncClient) -> None:

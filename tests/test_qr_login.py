@@ -179,6 +179,55 @@ async def test_a_ticket_is_accepted_once_whichever_instance_asks(
     assert (await exchange(api, ticket, first_hub)).status_code == 200
 
 
+async def test_a_ticket_dies_with_the_token_that_minted_it(
+    api: httpx.AsyncClient, make_user: Any, ws_url: str, instances: dict[str, str]
+) -> None:
+    """Accepted in its hub, then the phone's token is logged out: the browser cannot exchange it.
+    A ticket minted by another token of the same user is unaffected."""
+    user = await make_user()
+    phone_login = await api.post("/auth/login/", json={"email": user.email, "password": user.password})
+    phone_headers = {"Authorization": f"Bearer {phone_login.json()['token']}"}
+    doomed, kept = await mint(api, phone_headers), await mint(api, user.headers)
+    doomed_hub, kept_hub = new_client_id(), new_client_id()
+    await login_through_hub(ws_url, doomed_hub, doomed, instances)
+    await login_through_hub(ws_url, kept_hub, kept, instances)
+
+    assert (await api.post("/auth/logout/", headers=phone_headers)).status_code == 200
+    refused = await exchange(api, doomed, doomed_hub)
+    assert refused.status_code == 401
+    assert refused.json()["code"] == "invalid_ticket"
+    assert (await exchange(api, kept, kept_hub)).status_code == 200
+
+
+async def test_logout_all_ends_every_unredeemed_ticket(
+    api: httpx.AsyncClient, make_user: Any, ws_url: str, instances: dict[str, str]
+) -> None:
+    """Accepted or not yet, every ticket of the user dies; one minted after the cutoff works."""
+    user = await make_user()
+    accepted, unsent = await mint(api, user.headers), await mint(api, user.headers)
+    accepted_hub = new_client_id()
+    await login_through_hub(ws_url, accepted_hub, accepted, instances)
+
+    assert (await api.post("/auth/logout-all/", headers=user.headers)).status_code == 200
+    assert (await exchange(api, accepted, accepted_hub)).status_code == 401
+    # The unsent one is refused by the hub, which stays open.
+    refused_hub = new_client_id()
+    async with hub_client(ws_url, refused_hub) as browser, hub_client(ws_url, refused_hub) as phone:
+        await phone.send(json.dumps({"op": "pending_ticket", "encrypted_user_payload": unsent}))
+        assert await next_op(phone) == {"op": "bad ticket"}
+        await browser.send(json.dumps({"op": "heartbeat"}))
+        assert await next_op(browser) == {"op": "heartbeat_ack"}
+    assert (await exchange(api, unsent, refused_hub)).status_code == 401
+
+    fresh_login = await api.post("/auth/login/", json={"email": user.email, "password": user.password})
+    fresh_headers = {"Authorization": f"Bearer {fresh_login.json()['token']}"}
+    fresh = await mint(api, fresh_headers)
+    fresh_hub = new_client_id()
+    await login_through_hub(ws_url, fresh_hub, fresh, instances)
+    exchanged = await exchange(api, fresh, fresh_hub)
+    assert exchanged.status_code == 200, exchanged.text
+
+
 async def test_bad_tickets_in_the_hub_keep_it_open(
     api: httpx.AsyncClient,
     db: asyncpg.Connection,

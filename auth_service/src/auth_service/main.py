@@ -25,6 +25,7 @@ from common.health import Readiness, engine_check
 from common.logs import configure_logging
 from common.metrics import sampling_pool, sqlalchemy_pool_stats
 from common.periodic import run_periodically
+from common.tokens import TOKEN_LEEWAY_SECONDS
 
 
 def create_app(settings: AuthSettings | None = None) -> FastAPI:
@@ -62,6 +63,11 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
                 pending_timeout=timedelta(seconds=settings.pending_registration_timeout_seconds),
                 login_max_failures=settings.login_max_failures,
                 login_failure_window=timedelta(seconds=settings.login_failure_window_seconds),
+                # A token lives token_ttl (plus the verifiers' leeway); a ticket it minted a
+                # ticket lifetime more. A minute on top.
+                cutoff_retention=timedelta(
+                    seconds=settings.token_ttl_seconds + settings.qr_ticket_ttl + TOKEN_LEEWAY_SECONDS + 60
+                ),
             )
             tickets = build_ticket_service(settings, engine, accounts.issuer)
             async with anyio.create_task_group() as tasks, sampling_pool(sqlalchemy_pool_stats(engine)):

@@ -48,3 +48,12 @@ revoked_tokens = Table(
     Column("jti", Text, primary_key=True),
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
+
+# Log out everywhere: every token of the user issued before `not_before` is dead. Published to the
+# gateway and the events service as the view auth.access_token_cutoffs.
+token_cutoffs = Table(
+    "token_cutoffs",
+    metadata,
+    Column("user_id", BigInteger, primary_key=True),
+    Column("not_before", DateTime(timezone=True), nullable=False),
+)

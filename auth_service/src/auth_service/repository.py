@@ -7,7 +7,7 @@ from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from auth_service.models import credentials, login_failures, revoked_tokens
+from auth_service.models import credentials, login_failures, revoked_tokens, token_cutoffs
 
 
 async def insert_pending(
@@ -76,6 +76,22 @@ async def revoke(conn: AsyncConnection, jti: str, expires_at: datetime) -> None:
 
 async def purge_expired_revocations(conn: AsyncConnection) -> None:
     await conn.execute(delete(revoked_tokens).where(revoked_tokens.c.expires_at < datetime.now(UTC)))
+
+
+async def cut_off_tokens(conn: AsyncConnection, user_id: int, not_before: datetime) -> None:
+    """Every token of the user issued before `not_before` is dead from now on. A cutoff only moves
+    forward (two racing requests leave the later one)."""
+    statement = insert(token_cutoffs).values(user_id=user_id, not_before=not_before)
+    statement = statement.on_conflict_do_update(
+        index_elements=[token_cutoffs.c.user_id],
+        set_={"not_before": func.greatest(token_cutoffs.c.not_before, statement.excluded.not_before)},
+    )
+    await conn.execute(statement)
+
+
+async def purge_old_cutoffs(conn: AsyncConnection, older_than: timedelta) -> None:
+    """A cutoff older than the longest a token (and a ticket it minted) lives cuts off nothing."""
+    await conn.execute(delete(token_cutoffs).where(token_cutoffs.c.not_before < func.now() - older_than))
 
 
 async def login_failures_in_window(

@@ -59,3 +59,14 @@ async def logout(
     """Revoke the token this request carries; the gateway refuses it from then on."""
     await service.logout(token_from_authorization(authorization))
     return Detail(detail="success")
+
+
+@router.post(
+    "/logout-all/", response_model=Detail, responses=error_responses(NotAuthenticated, InvalidToken)
+)
+async def logout_all(user_id: CurrentUserId, service: AccountsDep) -> Detail:
+    """Log out everywhere: every token of the caller issued until now (this one included) stops
+    working, so do the QR tickets they minted, and live event sessions close with 4004 within
+    about two seconds."""
+    await service.logout_everywhere(user_id)
+    return Detail(detail="success")

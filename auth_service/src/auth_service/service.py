@@ -29,6 +29,7 @@ class AccountService:
         pending_timeout: timedelta,
         login_max_failures: int = 10,
         login_failure_window: timedelta = timedelta(minutes=15),
+        cutoff_retention: timedelta = timedelta(days=1),
     ) -> None:
         self.engine = engine
         self.passwords = passwords
@@ -37,6 +38,8 @@ class AccountService:
         self.pending_timeout = pending_timeout
         self.login_max_failures = login_max_failures
         self.login_failure_window = login_failure_window
+        # How long a log-out-everywhere cutoff is kept: past the life of any token it cut off.
+        self.cutoff_retention = cutoff_retention
 
     async def create_account(
         self,
@@ -145,6 +148,13 @@ class AccountService:
         async with self.engine.begin() as conn:
             await repository.revoke(conn, claims.jti, datetime.fromtimestamp(claims.expires_at, UTC))
 
+    async def logout_everywhere(self, user_id: int) -> None:
+        """Every token of the user issued until now stops working, and with them every ticket they
+        minted and every event session they opened. The cutoff is this process's clock, the one
+        the issuer stamps `iat` with."""
+        async with self.engine.begin() as conn:
+            await repository.cut_off_tokens(conn, user_id, datetime.now(UTC))
+
     async def housekeeping(self) -> None:
         """Finish what crashed registrations left behind, and drop expired revocations."""
         async with self.engine.connect() as conn:
@@ -159,4 +169,5 @@ class AccountService:
             logger.info("removed an unfinished registration", extra={"user_id": user_id})
         async with self.engine.begin() as conn:
             await repository.purge_expired_revocations(conn)
+            await repository.purge_old_cutoffs(conn, self.cutoff_retention)
             await repository.purge_old_login_failures(conn, self.login_failure_window)

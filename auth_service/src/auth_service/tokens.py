@@ -1,5 +1,6 @@
 """Access tokens: EdDSA-signed JWTs. The payload names the user and nothing secret."""
 
+import math
 import time
 import uuid
 
@@ -26,11 +27,13 @@ class TokenIssuer:
         self.verifier = TokenVerifier(private_key.public_key(), issuer=issuer, audience=audience)
 
     def issue(self, user_id: int) -> str:
-        now = int(time.time())
+        now = time.time()
         claims = {
             "sub": str(user_id),
-            "iat": now,
-            "exp": now + self._ttl,
+            # To the millisecond, rounded down, so a token issued before a log-out-everywhere never
+            # reads as issued after it (common.tokens.AccessClaims.issued_at).
+            "iat": math.floor(now * 1000) / 1000,
+            "exp": int(now) + self._ttl,
             "iss": self._issuer,
             "aud": self._audience,
             "jti": uuid.uuid4().hex,

@@ -9,8 +9,23 @@ from common.db import Executor
 from common.errors import InvalidToken
 from common.tokens import TOKEN_LEEWAY_SECONDS, AccessClaims, TokenVerifier, token_from_authorization
 
-IS_REVOKED_SQL = "SELECT 1 FROM auth.revoked_access_tokens WHERE jti = $1::text"
-REVOKED_AMONG_SQL = "SELECT jti FROM auth.revoked_access_tokens WHERE jti = ANY($1::text[])"
+# A token is dead when its id is revoked (logout) or it was issued before its user's cutoff (log out
+# everywhere): two primary-key probes in one round trip, both views published by the auth service.
+IS_REVOKED_SQL = """
+SELECT EXISTS (SELECT 1 FROM auth.revoked_access_tokens WHERE jti = $1::text)
+    OR EXISTS (
+        SELECT 1 FROM auth.access_token_cutoffs
+        WHERE user_id = $2::bigint AND not_before > to_timestamp($3::float8)
+    )
+"""
+REVOKED_AMONG_SQL = """
+SELECT t.jti FROM unnest($1::text[], $2::bigint[], $3::float8[]) AS t(jti, user_id, issued_at)
+WHERE EXISTS (SELECT 1 FROM auth.revoked_access_tokens r WHERE r.jti = t.jti)
+   OR EXISTS (
+        SELECT 1 FROM auth.access_token_cutoffs c
+        WHERE c.user_id = t.user_id AND c.not_before > to_timestamp(t.issued_at)
+    )
+"""
 
 
 class RememberedSignatures:
@@ -44,12 +59,21 @@ class AccessCheck:
 
     async def check(self, authorization: str | None) -> AccessClaims:
         claims = self.signatures.verify(token_from_authorization(authorization))
-        if self.revocations is not None and await self.revocations.fetchval(IS_REVOKED_SQL, claims.jti):
+        if self.revocations is not None and await self.revocations.fetchval(
+            IS_REVOKED_SQL, claims.jti, claims.user_id, claims.issued_at
+        ):
             raise InvalidToken()
         return claims
 
-    async def revoked_among(self, jtis: list[str]) -> set[str]:
-        """Which of these token ids are revoked now (one round trip for a whole instance's sessions)."""
-        if self.revocations is None or not jtis:
+    async def revoked_among(self, tokens: list[AccessClaims]) -> set[str]:
+        """The ids of those tokens that are dead now, revoked or cut off (one round trip for a whole
+        instance's sessions)."""
+        if self.revocations is None or not tokens:
             return set()
-        return {row[0] for row in await self.revocations.fetch(REVOKED_AMONG_SQL, jtis)}
+        rows = await self.revocations.fetch(
+            REVOKED_AMONG_SQL,
+            [token.jti for token in tokens],
+            [token.user_id for token in tokens],
+            [token.issued_at for token in tokens],
+        )
+        return {row[0] for row in rows}

@@ -17,6 +17,15 @@ from common.surrogates import RejectUnpairedSurrogates
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Mapping[str, Any]]]
 
 
+def _moved_to(path: str) -> Callable[[], Any]:
+    async def moved() -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"Moved to {path}", "code": "moved"}, status_code=308, headers={"Location": path}
+        )
+
+    return moved
+
+
 def build_app(
     *,
     title: str,
@@ -59,6 +68,16 @@ def build_app(
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
         return metrics_response(request)
+
+    # The docs pages under both spellings: `/auth/docs/` goes to `/auth/docs` with a relative
+    # Location (the browser keeps scheme, host and port) and a JSON body, the method kept (308).
+    for page in ("docs", "redoc"):
+        app.add_api_route(
+            f"{prefix}/{page}/",
+            _moved_to(f"{prefix}/{page}"),
+            methods=["GET", "HEAD"],
+            include_in_schema=False,
+        )
 
     for router in routers:
         app.include_router(router)

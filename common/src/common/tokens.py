@@ -1,5 +1,6 @@
 """Access-token verification (EdDSA). Only the auth service holds the signing key."""
 
+import math
 from dataclasses import dataclass
 
 import jwt
@@ -20,6 +21,9 @@ class AccessClaims:
     user_id: int
     jti: str
     expires_at: int
+    # Seconds since the epoch, to the millisecond (a float NumericDate, RFC 7519 section 2), so a
+    # log-out-everywhere cutoff separates the tokens issued just before it from those just after.
+    issued_at: float
 
 
 def token_from_authorization(header: str | None) -> str:
@@ -66,7 +70,12 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise InvalidToken() from exc
         subject, jti, expires_at = claims.get("sub"), claims.get("jti"), claims.get("exp")
+        issued_at = claims.get("iat")
         user_id = parse_id(subject) if isinstance(subject, str) else None
         if user_id is None or not isinstance(jti, str) or not jti or not isinstance(expires_at, int):
             raise InvalidToken()
-        return AccessClaims(user_id=user_id, jti=jti, expires_at=expires_at)
+        if not isinstance(issued_at, int | float) or isinstance(issued_at, bool):
+            raise InvalidToken()
+        if not math.isfinite(issued_at):
+            raise InvalidToken()
+        return AccessClaims(user_id=user_id, jti=jti, expires_at=expires_at, issued_at=float(issued_at))

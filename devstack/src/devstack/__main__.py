@@ -36,6 +36,7 @@ def banner(config: StackConfig, *, detached: bool) -> str:
     for spec in config.services():
         ports = [config.ports[name] for name in config.instances_of(spec.name)]
         rows.append((f"metrics ({spec.name})", ", ".join(f"http://127.0.0.1:{p}/metrics" for p in ports)))
+    rows.append(("nginx status", f"http://127.0.0.1:{config.status_port}/stub_status"))
     rows.append(("logs", f"{config.data_dir / 'logs'}/"))
     width = max(len(label) for label, _ in rows)
     lines = [f"\nThe stack is up: {url}"]

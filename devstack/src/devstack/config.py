@@ -137,6 +137,8 @@ class StackConfig:
     # Each service's internal address: an nginx listener on loopback that balances its
     # instances, for service-to-service calls (auth -> users, qr_ws -> auth).
     internal_ports: dict[str, int] = field(default_factory=dict)
+    # nginx's stub_status (connections and requests, for nginx-prometheus-exporter), loopback only.
+    status_port: int = 0
     workers: int = 1
     env: dict[str, str] = field(default_factory=dict)
 
@@ -164,6 +166,8 @@ class StackConfig:
                     self.ports[instance] = allocate()
             if spec.name not in self.internal_ports:
                 self.internal_ports[spec.name] = allocate()
+        if not self.status_port:
+            self.status_port = allocate()
 
     # Older names, for callers written when each service had one process.
     @property
@@ -198,6 +202,7 @@ class StackConfig:
         # __post_init__ gave free ports; make run numbers them from SERVICES_PORT_BASE instead.
         config.ports.clear()
         config.internal_ports.clear()
+        config.status_port = 0
         config.assign_ports(lambda: next(counter))
         return config
 

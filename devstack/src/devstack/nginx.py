@@ -137,6 +137,7 @@ class Nginx:
             "HTTP_PORT": str(self.config.http_port),
             "UPSTREAMS": "\n".join(upstreams),
             "INTERNAL_SERVERS": "\n".join(internal),
+            "STATUS_LISTEN": f"127.0.0.1:{self.config.status_port}",
         }
         for include in INCLUDES:
             (self.prefix / include).write_text((NGINX_DIR / include).read_text())

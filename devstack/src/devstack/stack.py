@@ -72,6 +72,8 @@ class Managed:
     env: dict[str, str]
     health: Callable[[], bool]
     spec: ServiceDef | None = None
+    # Readiness (/readyz: its database and Redis answer), waited on at the first start; None: health.
+    ready: Callable[[], bool] | None = None
     process: subprocess.Popen[bytes] | None = None
     wanted: bool = True  # False: stopped on purpose, not restarted
     started_at: float = 0.0
@@ -189,6 +191,7 @@ class Stack:
                         command=lambda spec=spec, port=port: self._service_command(spec, port),  # type: ignore[misc]
                         env=instance_env,
                         health=lambda port=port: _http_ok(f"http://127.0.0.1:{port}/healthz"),  # type: ignore[misc]
+                        ready=lambda port=port: _http_ok(f"http://127.0.0.1:{port}/readyz"),  # type: ignore[misc]
                         spec=spec,
                     )
                 )
@@ -259,6 +262,7 @@ class Stack:
             wanted.append((port, "127.0.0.1", f" ({instance})", base))
         for name, port in self.config.internal_ports.items():
             wanted.append((port, "127.0.0.1", f" ({name}'s internal address)", base))
+        wanted.append((self.config.status_port, "127.0.0.1", " (nginx's stub_status)", base))
         if not self.config.redis_url and self.config.redis_port:
             wanted.append((self.config.redis_port, "127.0.0.1", " (Redis)", f"REDIS_PORT {fixed}"))
         if not self.config.database_url and self.config.pg_port:
@@ -337,7 +341,8 @@ class Stack:
                 self.managed[item.name] = item
                 self._spawn(item)
         self._write_state()
-        self.wait_healthy([item.name for item in items], timeout, progress=True)
+        # Ready, not only alive: nginx opens its port on instances whose database and Redis answer.
+        self.wait_healthy([item.name for item in items], timeout, progress=True, ready=True)
 
     def _start_nginx(self, timeout: float) -> None:
         # Only now that every instance answers: nginx's port opens on a ready stack.
@@ -356,7 +361,9 @@ class Stack:
         self._write_state()
         self.wait_healthy(["nginx"], timeout)
 
-    def wait_healthy(self, names: list[str], timeout: float, *, progress: bool = False) -> None:
+    def wait_healthy(
+        self, names: list[str], timeout: float, *, progress: bool = False, ready: bool = False
+    ) -> None:
         deadline = time.monotonic() + timeout
         pending = list(names)
         total = len(pending)
@@ -370,7 +377,8 @@ class Stack:
                         f"{name} exited with code {process.returncode} while starting; its last lines "
                         f"({self.log_dir / (name + '.log')}):\n{self.tail_log(name)}"
                     )
-                if item.health():
+                check = item.ready if ready and item.ready is not None else item.health
+                if check():
                     pending.remove(name)
             if progress:
                 self.console.progress(f"{total - len(pending)}/{total} answering")
@@ -524,16 +532,23 @@ class Stack:
         _wait_or_kill(item)
 
     def start_service(self, name: str, timeout: float = 60.0) -> None:
+        """Start what stop_service stopped; returns once nginx sends requests to it again."""
         names = self._names(name)
+        behind_nginx = False
         with self._lock:
             for instance in names:
                 item = self.managed[instance]
                 if item.process is None or item.process.poll() is not None:
                     self._spawn(item)
+                    behind_nginx = behind_nginx or item.spec is not None
                 item.wanted = True
                 item.failures = 0
         self._write_state()
         self.wait_healthy(names, timeout)
+        if behind_nginx:
+            # A request that met the stopped instances made nginx leave them out for fail_timeout
+            # (when every instance was down, the upstream answers 503 until then).
+            time.sleep(FAIL_TIMEOUT_SECONDS + 0.5)
 
     def stop_redis(self) -> None:
         self.stop_service("redis")

@@ -201,6 +201,7 @@ class Connection:
             user_id=claims.user_id,
             jti=claims.jti,
             expires_at=claims.expires_at,
+            issued_at=claims.issued_at,
             owner=f"{gateway.settings.instance_id}:{secrets.token_hex(6)}",
             seq=seq,
         )

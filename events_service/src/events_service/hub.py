@@ -5,7 +5,8 @@
 - A session owns a queue of frames and, only while the queue is not empty, a writer task: an
   idle session is its connection's receive loop and nothing else.
 - The flusher writes checkpoints of sessions that sent dispatches, in one round trip per batch.
-- The watcher asks the revocation list about every live session's token once a second, and
+- The watcher asks the revocation list and the log-out-everywhere cutoffs about every live
+  session's token once a second, and
   refreshes the live resume records' TTLs.
 """
 
@@ -23,6 +24,7 @@ from starlette.websockets import WebSocket
 from common.access import AccessCheck
 from common.events import GLOBAL_STREAM, RETENTION_KEY
 from common.metrics import EVENTS_DELIVERED, FANOUT_LATENCY, WEBSOCKET_SESSIONS
+from common.tokens import AccessClaims
 from events_service.protocol import RECONNECT, CloseCode, dispatch_prefix, parse_stream_id
 from events_service.records import REFRESH_SECONDS, Records
 
@@ -57,6 +59,7 @@ class Session:
         "expires_at",
         "held",
         "hub",
+        "issued_at",
         "jti",
         "last_id",
         "last_id_text",
@@ -79,6 +82,7 @@ class Session:
         user_id: int,
         jti: str,
         expires_at: int,
+        issued_at: float,
         owner: str,
         seq: int,
     ) -> None:
@@ -88,6 +92,7 @@ class Session:
         self.user_id = user_id
         self.jti = jti
         self.expires_at = expires_at
+        self.issued_at = issued_at
         self.owner = owner
         self.seq = seq  # the last seq sent
         self.segment_start = seq + 1  # checkpoints are true only from here on (records.py)
@@ -388,11 +393,16 @@ class Hub:
 
     async def _close_revoked(self) -> None:
         by_jti: dict[str, list[Session]] = {}
+        tokens: list[AccessClaims] = []
         for session in self.by_id.values():
+            if session.jti not in by_jti:
+                tokens.append(
+                    AccessClaims(session.user_id, session.jti, session.expires_at, session.issued_at)
+                )
             by_jti.setdefault(session.jti, []).append(session)
-        if not by_jti:
+        if not tokens:
             return
-        for jti in await self.access.revoked_among(list(by_jti)):
+        for jti in await self.access.revoked_among(tokens):
             for session in by_jti.get(jti, ()):
                 self.close_soon(session, CloseCode.AUTHENTICATION_FAILED, "token revoked")
                 with contextlib.suppress(RedisError, OSError):

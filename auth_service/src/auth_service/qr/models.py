@@ -28,6 +28,9 @@ qr_tickets = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("accepted_at", DateTime(timezone=True), nullable=True),
     Column("consumed_at", DateTime(timezone=True), nullable=True),
+    # The access token that minted the ticket: the ticket dies with it (logout, log out everywhere).
+    Column("minted_by_jti", Text, nullable=True),
+    Column("minted_by_issued_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("state IN ('minted', 'accepted', 'consumed')", name="qr_tickets_state"),
     CheckConstraint("(state = 'minted') = (client_id IS NULL)", name="qr_tickets_client_id"),
     Index("qr_tickets_expires_at", "expires_at"),

@@ -13,7 +13,7 @@ from auth_service.schemas import TokenResponse
 from common.errors import InvalidToken, NotAuthenticated, TooManyRequests, error_responses
 from common.identity import CurrentUserId
 from common.rules import CLIENT_ID_MAX_LENGTH, CLIENT_ID_PATTERN, MAX_TICKET_LENGTH
-from common.tokens import MAX_TOKEN_LENGTH
+from common.tokens import MAX_TOKEN_LENGTH, token_from_authorization
 
 
 class TicketResponse(BaseModel):
@@ -52,9 +52,14 @@ internal_router = APIRouter(prefix="/internal/qr", include_in_schema=False)
     response_model=TicketResponse,
     responses=error_responses(NotAuthenticated, InvalidToken, TooManyRequests),
 )
-async def mint_ticket(user_id: CurrentUserId, tickets: TicketsDep) -> TicketResponse:
-    """A short-lived, single-use QR-login ticket for the caller (the phone sends it to the hub)."""
-    return TicketResponse(token=await tickets.mint(user_id))
+async def mint_ticket(
+    user_id: CurrentUserId,
+    tickets: TicketsDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> TicketResponse:
+    """A short-lived, single-use QR-login ticket for the caller (the phone sends it to the hub).
+    It dies with the token that minted it (logout, log out everywhere)."""
+    return TicketResponse(token=await tickets.mint(user_id, token_from_authorization(authorization)))
 
 
 @router.get(

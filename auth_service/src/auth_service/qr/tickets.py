@@ -101,12 +101,24 @@ class TicketService:
         self.ttl_seconds = ttl_seconds
         self.max_live_per_user = max_live_per_user
 
-    async def mint(self, user_id: int) -> str:
+    async def mint(self, user_id: int, token: str) -> str:
+        """A ticket for the owner of `token` (already checked by the gateway; read again here for
+        its id and issue time, which the ticket's row keeps so the ticket dies with the token)."""
+        minting = self.issuer.verifier.verify(token)
+        if minting.user_id != user_id:
+            raise InvalidToken()
         claims = TicketClaims(uuid.uuid4(), user_id, int(time.time()) + self.ttl_seconds)
         async with self.engine.begin() as conn:
             if await repository.count_live(conn, user_id) >= self.max_live_per_user:
                 raise TooManyRequests(self.ttl_seconds)
-            if not await repository.insert_minted(conn, claims.ticket_id, user_id, claims.expires_at):
+            if not await repository.insert_minted(
+                conn,
+                claims.ticket_id,
+                user_id,
+                claims.expires_at,
+                minted_by_jti=minting.jti,
+                minted_by_issued_at=minting.issued_at,
+            ):
                 # The account is gone or not active: a token of a deleted user mints nothing.
                 raise InvalidToken()
         return self.codec.encode(claims)
@@ -127,7 +139,7 @@ class TicketService:
         except InvalidToken:
             return None
         async with self.engine.connect() as conn:
-            return await repository.public_user(conn, claims.user_id, claims.jti)
+            return await repository.public_user(conn, claims.user_id, claims.jti, claims.issued_at)
 
     async def exchange(self, ticket: str, client_id: str) -> str:
         """The browser's side: an accepted ticket of this hub becomes an access token, once."""
