@@ -6,7 +6,7 @@ set -eu
 template=/etc/nginx/chat-template
 prefix=/etc/nginx/chat
 mkdir -p "$prefix/tmp" "$prefix/locations"
-cp "$template/proxy_public.conf" "$template/proxy_protected.conf" "$prefix/"
+cp "$template/proxy_public.conf" "$template/proxy_protected.conf" "$template/security_headers.conf" "$prefix/"
 
 # upstream NAME "host:port ..." BALANCING websocket|http
 upstream() {

@@ -14,7 +14,7 @@ NGINX_DIR = REPO_ROOT / "nginx"
 # Static pages (the QR login pages) served by nginx itself.
 WEB_DIR = REPO_ROOT / "web"
 TEMPLATE = NGINX_DIR / "nginx.conf.template"
-INCLUDES = ("proxy_public.conf", "proxy_protected.conf")
+INCLUDES = ("proxy_public.conf", "proxy_protected.conf", "security_headers.conf")
 # Locations only `make bench` needs (BENCH_LOCATIONS=1); never rendered otherwise.
 BENCH_INCLUDE = "bench_locations.conf"
 PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
