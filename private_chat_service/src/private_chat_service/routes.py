@@ -2,10 +2,11 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Query, Response
+from pydantic import BeforeValidator
 
 from common.errors import NotAuthenticated, TooManyRequests, UserNotFound, error_responses
 from common.identity import CurrentUserId
-from common.ids import MAX_ID
+from common.ids import MAX_ID, one_spelling
 from private_chat_service.dependencies import ServiceDep
 from private_chat_service.errors import (
     ChatNotFound,
@@ -37,9 +38,10 @@ class JsonBytes(Response):
         return orjson.dumps(content, option=orjson.OPT_UTC_Z)
 
 
-ChatId = Annotated[int, Path(ge=1, le=MAX_ID)]
+# One spelling per id: "+5", "05" or "٥" is not chat 5 (common.ids.one_spelling).
+ChatId = Annotated[int, Path(ge=1, le=MAX_ID), BeforeValidator(one_spelling)]
 MessageId = ChatId  # the same rule for every id in a path
-Cursor = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+Cursor = Annotated[int | None, Query(ge=1, le=MAX_ID), BeforeValidator(one_spelling)]
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
 
 router = APIRouter(prefix="/private", tags=["private chats"])
