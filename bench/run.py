@@ -12,7 +12,9 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ from devstack.system import MissingProgram, apt_install, find_postgres_bindir
 
 ALL_SCENARIOS = (
     "nginx", "auth", "floor_auth", "floor_noauth", "read", "deep_cursor", "deep_offset",
-    "send", "send_nolimit", "edit", "login", "qr", "pg_write", "pg_read",
+    "send", "send_nolimit", "send_scraped", "edit", "login", "qr", "pg_write", "pg_read",
 )  # fmt: skip
 
 # The chat's rate limits in the bench stack: checked on every send (the Redis script runs), never
@@ -274,6 +276,73 @@ def limiter_rounds(
     return merged
 
 
+def scraped_rounds(stack: Stack, base_url: str, requests_file: Path, load: Load, rounds: int) -> Result:
+    """What a Prometheus scrape costs the hot path: the send scenario without and with a scraper
+    reading every instance's /metrics and nginx's stub_status once a second (ten times as often
+    as the compose Prometheus), in pairs of runs back to back like the limiter's. The row is the
+    scraped runs; its detail holds every pair and the median scraped/plain throughput ratio."""
+    half = Load(load.connections, load.threads, max(3.0, load.duration / 2), load.warmup)
+    urls = [f"http://127.0.0.1:{instance.port}/metrics" for instance in stack.services()]
+    urls.append(f"http://127.0.0.1:{stack.config.status_port}/stub_status")
+    pairs: list[dict[str, Any]] = []
+    scraped: list[Result] = []
+    scrape_seconds: list[float] = []
+    scraped_bytes = 0
+    for index in range(rounds):
+        pair: dict[str, Any] = {}
+        order = ["plain", "scraped"] if index % 2 == 0 else ["scraped", "plain"]
+        for state in order:
+            stop = threading.Event()
+
+            def scrape(stop: threading.Event = stop) -> None:
+                nonlocal scraped_bytes
+                while not stop.is_set():
+                    started = time.perf_counter()
+                    for url in urls:
+                        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 (loopback)
+                            scraped_bytes += len(answer.read())
+                    scrape_seconds.append(time.perf_counter() - started)
+                    stop.wait(1.0)
+
+            scraper = threading.Thread(target=scrape, daemon=True) if state == "scraped" else None
+            if scraper is not None:
+                scraper.start()
+            try:
+                result = wrk(f"send_{state}", base_url, requests_file, half)
+            finally:
+                stop.set()
+                if scraper is not None:
+                    scraper.join()
+            pair[state] = {"rps": round(result.rps, 1), "p99_ms": round(result.p99_ms, 2),
+                           "non2xx": result.non2xx, "errors": result.errors}  # fmt: skip
+            if state == "scraped":
+                scraped.append(result)
+        plain_rps = pair["plain"]["rps"]
+        pair["ratio"] = round(pair["scraped"]["rps"] / plain_rps, 3) if plain_rps else None
+        pairs.append(pair)
+        print(f"       pair: plain {plain_rps}/s, scraped {pair['scraped']['rps']}/s, ratio {pair['ratio']}")
+    ratios = sorted(p["ratio"] for p in pairs if p["ratio"] is not None)
+    merged = Result(
+        name="send_scraped",
+        tool="wrk",
+        rps=sum(r.rps for r in scraped) / len(scraped),
+        p50_ms=statistics.median(r.p50_ms for r in scraped),
+        p99_ms=max(r.p99_ms for r in scraped),
+        requests=sum(r.requests for r in scraped),
+        errors=sum(p["plain"]["errors"] + p["scraped"]["errors"] for p in pairs),
+        non2xx=sum(p["plain"]["non2xx"] + p["scraped"]["non2xx"] for p in pairs),
+    )
+    merged.detail = {
+        "pairs": pairs,
+        "scraped_plain_rps_ratio_median": ratios[len(ratios) // 2] if ratios else None,
+        "targets_scraped": len(urls),
+        "scrape_ms_median": round(1000 * statistics.median(scrape_seconds), 2) if scrape_seconds else None,
+        "bytes_per_scrape": scraped_bytes // max(1, len(scrape_seconds)),
+        "run_seconds": half.duration,
+    }
+    return merged
+
+
 def check_pages(base_url: str, data: SeedData) -> dict[str, Any]:
     """The deep cursor page and the offset page must be the same 50 messages."""
     import httpx
@@ -387,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
                 result = limiter_rounds(stack, base_url, send_file, load, args.limiter_rounds, postmaster)
                 groups = {name: process.pid for name, process in stack.processes.items()}
                 send_limit = BENCH_RATE_LIMIT
+            elif scenario == "send_scraped":
+                send_file = write_requests(work / "send.txt", requests_for(data, "send"))
+                result = scraped_rounds(stack, base_url, send_file, load, args.limiter_rounds)
             elif scenario == "login":
                 send_file = write_requests(work / "send.txt", requests_for(data, "send"))
                 login_file = write_requests(work / "login.txt", requests_for(data, "login"))
