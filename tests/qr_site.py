@@ -106,6 +106,7 @@ def qr_site(stack: Stack, **settings: str) -> Iterator[QrSite]:
         instances={**stack.config.instances, "qr_ws": 1},
         ports={**stack.config.ports, "qr_ws1": instance.port},
         internal_ports={},
+        status_port=0,  # a fresh one too: the session's nginx holds its stub_status port
     )
     log = folder / "nginx.log"
     try:
