@@ -1,16 +1,19 @@
 """The FastAPI shell every service shares: docs under its own prefix, /healthz, errors, logs."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.middleware import Middleware
 
+from common.boundary import TrustBoundary
 from common.errors import install_error_handlers
 from common.health import Readiness
 from common.logs import AccessLogMiddleware
 from common.metrics import MetricsMiddleware, metrics_response
+from common.settings import BaseServiceSettings
 from common.surrogates import RejectUnpairedSurrogates
 
 # The lifespan yields the typed state every request sees as `request.state` (see common.state).
@@ -34,8 +37,12 @@ def build_app(
     routers: list[APIRouter] | tuple[APIRouter, ...] = (),
     description: str = "",
     version: str = "0.1.0",
+    settings: BaseServiceSettings | None = None,
+    middleware: Sequence[Middleware] = (),
 ) -> FastAPI:
-    """`prefix` is the path nginx routes to the service (e.g. "/users"); docs live beneath it."""
+    """`prefix` is the path nginx routes to the service (e.g. "/users"); docs live beneath it.
+    `settings` give the trust boundary's secrets; `middleware` runs inside the boundary (a fast
+    path answered below the framework must not answer a caller the boundary refuses)."""
     app = FastAPI(
         title=title,
         description=description,
@@ -49,6 +56,14 @@ def build_app(
     app.add_middleware(RejectUnpairedSurrogates)
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(MetricsMiddleware)
+    for item in middleware:
+        app.add_middleware(item.cls, *item.args, **item.kwargs)
+    # Outermost: nothing below it sees a request that did not come through nginx or a service.
+    app.add_middleware(
+        TrustBoundary,
+        edge_secret=settings.edge_secret_value() if settings else None,
+        service_secret=settings.service_secret_value() if settings else None,
+    )
 
     # Probes and metrics live outside the service's prefix: nginx never routes them.
     @app.get("/healthz", include_in_schema=False)

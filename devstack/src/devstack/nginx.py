@@ -94,8 +94,11 @@ def internal_server(spec: ServiceDef, port: int) -> str:
 
 
 class Nginx:
-    def __init__(self, config: StackConfig, media_root: Path, shared_root: Path | None = None) -> None:
+    def __init__(
+        self, config: StackConfig, media_root: Path, shared_root: Path | None = None, *, edge_secret: str
+    ) -> None:
         self.config = config
+        self.edge_secret = edge_secret
         self.prefix = config.data_dir / "nginx"
         self.media_root = media_root
         # What the workers (nobody, as root) read or write: somewhere that user can reach.
@@ -138,6 +141,7 @@ class Nginx:
             "UPSTREAMS": "\n".join(upstreams),
             "INTERNAL_SERVERS": "\n".join(internal),
             "STATUS_LISTEN": f"127.0.0.1:{self.config.status_port}",
+            "EDGE_SECRET": self.edge_secret,
         }
         for include in INCLUDES:
             (self.prefix / include).write_text((NGINX_DIR / include).read_text())
@@ -164,7 +168,11 @@ class Nginx:
             if source.exists():
                 (locations / source.name).write_text(render(source.read_text(), values))
         config_path = self.prefix / "nginx.conf"
-        config_path.write_text(render(TEMPLATE.read_text(), values))
+        # It holds the edge secret: readable by nginx's master (this user) only.
+        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(render(TEMPLATE.read_text(), values))
+        config_path.chmod(0o600)
         return config_path
 
     def command(self) -> list[str]:

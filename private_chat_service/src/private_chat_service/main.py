@@ -61,5 +61,6 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
         prefix="/private",
         description="One-to-one chats and their messages.",
         lifespan=lifespan,
+        settings=settings,
         routers=[router],
     )
