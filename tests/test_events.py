@@ -758,7 +758,7 @@ async def test_sessions_opened_and_dropped_leave_nothing_behind(
     async def one(index: int) -> None:
         url = instance_urls["events1" if index % 2 else "events2"]
         async with limit:
-            client = await EventsClient.connect(url)
+            client = await EventsClient.connect(url, additional_headers=trusted.edge_headers())
             ready = await client.identify(users[index % len(users)].token)
             session_ids.append(ready["d"]["session_id"])
             if index % 3 == 0:
@@ -795,6 +795,8 @@ def test_the_service_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[1] / "events_service" / "README.md").read_text()
     shared = {"environment", "log_level", "log_format", "database_url", "db_pool_size",
               "db_connect_timeout_seconds", "db_statement_timeout_seconds", "token_issuer",
-              "token_audience", "redis_url", "instance_id"}  # fmt: skip
+              "token_audience", "redis_url", "instance_id",
+              # The trust boundary's, read by every service (README: Security).
+              "edge_secret", "edge_secret_file", "service_secret", "service_secret_file"}  # fmt: skip
     for name in set(EventsSettings.model_fields) - shared:
         assert f"EVENTS_{name.upper().removesuffix('_FILE')}" in readme, name

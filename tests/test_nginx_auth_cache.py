@@ -37,6 +37,8 @@ def cached_url(stack: Stack) -> Iterator[str]:
         data_dir=stack.config.data_dir / "auth-cache",
         http_port=free_port(),
         internal_ports={},
+        # Its own status listener too (the session's nginx holds that port).
+        status_port=free_port(),
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NGINX_AUTH_CACHE_SECONDS", str(CACHE_SECONDS))
