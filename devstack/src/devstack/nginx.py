@@ -47,6 +47,11 @@ def render(template: str, values: dict[str, str]) -> str:
 # Passive health checks: one failed attempt (refused, timed out, 502/503) takes an instance out
 # for this long; then one request tries it again (and goes on to the next instance if it fails).
 FAIL_TIMEOUT_SECONDS = 2
+# How long after an instance answers again until every nginx worker sends to it: fail_timeout is
+# compared with nginx's cached clock, which counts whole seconds, so a failure at 12.9 keeps the
+# instance out until 15.0, not 14.9 (a rolling restart that waited fail_timeout + 0.5 s stopped the
+# next instance while a worker still had none to send to: "no live upstreams", 503).
+NGINX_TAKES_BACK_SECONDS = FAIL_TIMEOUT_SECONDS + 1.5
 FAIL_TIMEOUT = f"{FAIL_TIMEOUT_SECONDS}s"
 # Below uvicorn's 5 s keep-alive: nginx closes an idle upstream connection before the service
 # does, so it never sends a request down a connection that is being closed.

@@ -29,7 +29,7 @@ from devstack.console import Console
 from devstack.errors import StackError
 from devstack.keys import ensure_secret, ensure_signing_keys
 from devstack.migrations import MigrationError, migrate
-from devstack.nginx import FAIL_TIMEOUT_SECONDS, Nginx
+from devstack.nginx import NGINX_TAKES_BACK_SECONDS, Nginx
 from devstack.postgres import PrivatePostgres
 from devstack.redis import PrivateRedis, redis_ping
 from devstack.roles import SERVICE_ROLES
@@ -590,7 +590,7 @@ class Stack:
         if behind_nginx:
             # A request that met the stopped instances made nginx leave them out for fail_timeout
             # (when every instance was down, the upstream answers 503 until then).
-            time.sleep(FAIL_TIMEOUT_SECONDS + 0.5)
+            time.sleep(NGINX_TAKES_BACK_SECONDS)
 
     def stop_redis(self) -> None:
         self.stop_service("redis")
@@ -645,7 +645,7 @@ class Stack:
             report(f"{instance}: answering again after {time.monotonic() - started:.1f} s")
             # nginx left the instance out for fail_timeout after its refused connections; stopping
             # the next one before nginx takes this one back would leave no instance to send to.
-            time.sleep(FAIL_TIMEOUT_SECONDS + 0.5)
+            time.sleep(NGINX_TAKES_BACK_SECONDS)
 
     # ---- control socket (`python -m devstack restart <service>`) -------------------------------
     @property
