@@ -4,9 +4,16 @@
 # media is proxied to the MinIO bucket.
 set -eu
 template=/etc/nginx/chat-template
+
+# The operator's settings: what the environment sets (not empty), else nginx/defaults.env's.
+while IFS='=' read -r key value; do
+  case "$key" in '' | '#'*) continue ;; esac
+  eval "current=\${$key:-}"
+  [ -n "$current" ] || eval "$key=\$value"
+done < "$template/defaults.env"
 prefix=/etc/nginx/chat
 mkdir -p "$prefix/tmp" "$prefix/locations"
-cp "$template/proxy_public.conf" "$template/proxy_protected.conf" "$prefix/"
+cp "$template/proxy_public.conf" "$template/proxy_protected.conf" "$template/security_headers.conf" "$prefix/"
 
 # upstream NAME "host:port ..." BALANCING websocket|http
 upstream() {
@@ -41,21 +48,21 @@ done
 
 sed \
   -e "s|{{USER_DIRECTIVE}}|user nginx;|" \
-  -e "s|{{NGINX_WORKER_PROCESSES}}|${NGINX_WORKER_PROCESSES:-auto}|" \
+  -e "s|{{NGINX_WORKER_PROCESSES}}|${NGINX_WORKER_PROCESSES}|" \
   -e "s|{{PREFIX}}|$prefix|g" \
   -e "s|{{TEMP}}|$prefix/tmp|g" \
   -e "s|{{ERROR_LOG}}|/dev/stderr|" \
   -e "s|{{ACCESS_LOG}}|/dev/stdout|" \
-  -e "s|{{NGINX_ACCESS_LOG}}|${NGINX_ACCESS_LOG:-1}|" \
-  -e "s|{{NGINX_AUTH_CACHE_SECONDS}}|${NGINX_AUTH_CACHE_SECONDS:-0}|" \
+  -e "s|{{NGINX_ACCESS_LOG}}|${NGINX_ACCESS_LOG}|" \
+  -e "s|{{NGINX_AUTH_CACHE_SECONDS}}|${NGINX_AUTH_CACHE_SECONDS}|" \
   -e "s|{{EDGE_SECRET}}|${EDGE_SECRET:?set EDGE_SECRET (what nginx sends every service)}|" \
   -e "s|{{HTTP_HOST}}|0.0.0.0|" \
   -e "s|{{HTTP_PORT}}|8080|" \
-  -e "s|{{LOGIN_RATE_LIMIT}}|${LOGIN_RATE_LIMIT:-10r/s}|" \
-  -e "s|{{LOGIN_RATE_BURST}}|${LOGIN_RATE_BURST:-30}|g" \
-  -e "s|{{REGISTER_RATE_LIMIT}}|${REGISTER_RATE_LIMIT:-5r/s}|" \
-  -e "s|{{REGISTER_RATE_BURST}}|${REGISTER_RATE_BURST:-30}|g" \
-  -e "s|{{AVATAR_MAX_BODY}}|${AVATAR_MAX_BODY:-9m}|" \
+  -e "s|{{LOGIN_RATE_LIMIT}}|${LOGIN_RATE_LIMIT}|" \
+  -e "s|{{LOGIN_RATE_BURST}}|${LOGIN_RATE_BURST}|g" \
+  -e "s|{{REGISTER_RATE_LIMIT}}|${REGISTER_RATE_LIMIT}|" \
+  -e "s|{{REGISTER_RATE_BURST}}|${REGISTER_RATE_BURST}|g" \
+  -e "s|{{AVATAR_MAX_BODY}}|${AVATAR_MAX_BODY}|" \
   -e "s|{{WEB_ROOT}}|/usr/share/chat-web|" \
   -e "s|{{MEDIA_SOURCE}}|proxy_pass ${MEDIA_UPSTREAM:-http://minio:9000/avatars/};|" \
   -e "/{{UPSTREAMS}}/{r $prefix/upstreams.conf" -e "d;}" \

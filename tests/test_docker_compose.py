@@ -417,3 +417,32 @@ def test_nginx_container_renders_a_valid_config(tmp_path: Path) -> None:
             text=True,
         )
         assert result.returncode == 0, result.stderr
+
+
+def test_nginx_defaults_have_one_definition(tmp_path: Path) -> None:
+    """nginx/defaults.env is what both renderers use: devstack's (make run) and the compose
+    image's render-config.sh, where an environment value that is set and not empty wins."""
+    from devstack.nginx import NGINX_DEFAULTS
+
+    assert NGINX_DEFAULTS["LOGIN_RATE_LIMIT"] == "10r/s"
+    assert "10r/s" not in (REPO_ROOT / "nginx" / "render-config.sh").read_text()
+    assert "10r/s" not in (REPO_ROOT / "devstack" / "src" / "devstack" / "nginx.py").read_text()
+    script = (
+        (REPO_ROOT / "nginx" / "render-config.sh")
+        .read_text()
+        .replace("/etc/nginx/chat-template", str(REPO_ROOT / "nginx"))
+        .replace("prefix=/etc/nginx/chat", f"prefix={tmp_path}")
+        .replace("/etc/nginx/nginx.conf", str(tmp_path / "nginx.conf"))
+    )
+    (tmp_path / "render.sh").write_text(script)
+    for override, rate in (
+        ({}, "10r/s"),
+        ({"LOGIN_RATE_LIMIT": ""}, "10r/s"),
+        ({"LOGIN_RATE_LIMIT": "7r/s"}, "7r/s"),
+    ):
+        subprocess.run(
+            ["sh", str(tmp_path / "render.sh")], check=True, env={"PATH": os.environ["PATH"], **override}
+        )
+        rendered = (tmp_path / "nginx.conf").read_text()
+        assert f"zone=login:10m rate={rate}" in rendered, override
+        assert f"client_max_body_size {NGINX_DEFAULTS['AVATAR_MAX_BODY']};" in rendered

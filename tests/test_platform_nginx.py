@@ -94,3 +94,44 @@ async def test_service_down_gives_a_json_503(
     assert response.status_code == 503
     assert response.json() == {"detail": "Service temporarily unavailable", "code": "service_unavailable"}
     assert (await api.get("/users/me/", headers=user.headers)).status_code == 200
+
+
+async def test_every_access_log_line_is_json(api: httpx.AsyncClient, stack: object) -> None:
+    """Every line of nginx's access log parses (a request finalized before it had a status logs
+    $status "000", which the format turns into the number 0), whatever the suite sent before."""
+    import json
+
+    from devstack import Stack
+
+    assert isinstance(stack, Stack)
+    assert (await api.get("/nope")).status_code == 404
+    log = stack.config.data_dir / "nginx" / "logs" / "access.log"
+    lines = log.read_text().splitlines()
+    assert lines
+    for line in lines:
+        entry = json.loads(line)
+        assert isinstance(entry["status"], int), line
+
+
+async def test_a_path_without_its_trailing_slash_is_the_same_route(
+    api: httpx.AsyncClient, make_user: object
+) -> None:
+    """No redirect a client would follow with another method: both spellings are served, each
+    through its route's own location (limits and the token check included)."""
+    user = await make_user()  # type: ignore[operator]
+    for path in ("/auth/login", "/auth/login/"):
+        wrong = await api.post(path, json={"email": user.email, "password": "not the password"})
+        assert wrong.status_code == 401, (path, wrong.status_code, wrong.text)
+        assert wrong.json()["code"] == "invalid_credentials"
+    login = await api.post("/auth/login", json={"email": user.email, "password": user.password})
+    assert login.status_code == 200, login.text
+    for path in ("/users/me", "/users/me/"):
+        me = await api.get(path, headers=user.headers)
+        assert me.status_code == 200, (path, me.status_code, me.text)
+        assert me.json()["id"] == user.id
+    # A protected route without its slash still needs a token (nginx's check, not the service's).
+    for path in ("/auth/encrypt_user_data", "/auth/logout-all"):
+        method = api.get if path.endswith("data") else api.post
+        refused = await method(path)
+        assert refused.status_code == 401, (path, refused.status_code, refused.text)
+        assert refused.json()["code"] == "not_authenticated"

@@ -160,3 +160,34 @@ def test_unpaired_surrogates(body: bytes, bad: bool) -> None:
     from common.surrogates import has_unpaired_surrogate
 
     assert has_unpaired_surrogate(body) is bad
+
+
+@pytest.mark.parametrize(
+    ("body", "nul", "non_finite"),
+    [
+        (b'{"text": "plain"}', False, False),
+        (b'{"text": "a\\u0000b"}', True, False),
+        (b'{"a\\u0000": 1}', True, False),
+        (b'{"text": "C:\\\\u0000"}', False, False),
+        (b'{"text": "C:\\\\\\u0000"}', True, False),
+        (b'{"n": NaN}', False, True),
+        (b'{"n": [1, -Infinity]}', False, True),
+        (b'{"n": 1e999}', False, True),
+        (b'{"n": 1e9, "s": "NaN Infinity 1e999"}', False, False),
+        (b'{"n": 1e9', False, False),  # not JSON: the framework answers that itself
+    ],
+)
+def test_input_guard_finds_nul_and_non_finite_numbers(body: bytes, nul: bool, non_finite: bool) -> None:
+    from common.input_guard import has_non_finite_number, has_nul_escape
+
+    assert has_nul_escape(body) is nul
+    assert has_non_finite_number(body) is non_finite
+
+
+def test_a_422_never_echoes_secret_fields() -> None:
+    from common.errors import _redacted
+
+    error = {"type": "string_too_short", "loc": ["body", "password"], "input": "hunter2", "ctx": {"a": 8}}
+    assert "input" not in _redacted(error)
+    whole = {"type": "model_attributes_type", "loc": ["body"], "input": {"email": "a", "Password": "x"}}
+    assert _redacted(whole)["input"] == {"email": "a", "Password": "[redacted]"}

@@ -113,8 +113,8 @@ async def test_page_renders_user_objects_and_deleted_profiles(
         "avatar_url": "http://media.example/a.png",
     }
     info = await service.chat_info(alice, chat_id)
-    assert info.chat_starter.id == alice
-    assert info.chat_recipient.username == "deleted"
+    assert info["chat_starter"]["id"] == alice
+    assert info["chat_recipient"]["username"] == "deleted"
     # A deleted recipient cannot get a new chat.
     with pytest.raises(UserNotFound):
         await service.start_chat(alice, recipient_id=bob, text=None)

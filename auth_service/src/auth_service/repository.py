@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -94,31 +94,32 @@ async def purge_old_cutoffs(conn: AsyncConnection, older_than: timedelta) -> Non
     await conn.execute(delete(token_cutoffs).where(token_cutoffs.c.not_before < func.now() - older_than))
 
 
-async def login_failures_in_window(
-    conn: AsyncConnection, email: str, window: timedelta
-) -> tuple[int, datetime]:
-    """(failures, window start) for the email's current window; (0, now) when there is none."""
-    now = datetime.now(UTC)
-    statement = select(login_failures.c.failures, login_failures.c.window_started_at).where(
-        login_failures.c.email == email
-    )
-    row = (await conn.execute(statement)).first()
-    if row is None or row.window_started_at <= now - window:
-        return 0, now
-    return int(row.failures), row.window_started_at
+async def reserve_login_guess(conn: AsyncConnection, email: str, window: timedelta, allowance: int) -> bool:
+    """Counts one password guess for the email before its hash is verified; False (nothing
+    counted) when the window's `allowance` is spent.
 
-
-async def record_login_failure(conn: AsyncConnection, email: str, window: timedelta) -> None:
+    One statement, so concurrent log-ins cannot all read a count below the allowance: the row's
+    lock orders them, and at most `allowance` guesses a window reach the password check. A window
+    that has run out starts again at 1.
+    """
     expired = login_failures.c.window_started_at <= func.now() - window
     statement = insert(login_failures).values(email=email, failures=1, window_started_at=func.now())
-    statement = statement.on_conflict_do_update(
+    counted = statement.on_conflict_do_update(
         index_elements=[login_failures.c.email],
         set_={
             "failures": case((expired, 1), else_=login_failures.c.failures + 1),
             "window_started_at": case((expired, func.now()), else_=login_failures.c.window_started_at),
         },
-    )
-    await conn.execute(statement)
+        where=or_(expired, login_failures.c.failures < allowance),
+    ).returning(login_failures.c.failures)
+    return (await conn.execute(counted)).first() is not None
+
+
+async def login_window_start(conn: AsyncConnection, email: str) -> datetime:
+    """When the email's current window of guesses started (now, if it has none)."""
+    statement = select(login_failures.c.window_started_at).where(login_failures.c.email == email)
+    started = (await conn.execute(statement)).scalar()
+    return started if started is not None else datetime.now(UTC)
 
 
 async def clear_login_failures(conn: AsyncConnection, email: str) -> None:

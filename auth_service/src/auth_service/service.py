@@ -109,28 +109,31 @@ class AccountService:
 
     async def login(self, *, email: str, password: str) -> str:
         email = email.strip().lower()
-        async with self.engine.connect() as conn:
-            failures, window_start = await repository.login_failures_in_window(
-                conn, email, self.login_failure_window
+        # The guess is counted before its hash is verified, in one statement: however many
+        # log-ins for one email arrive at once, at most the allowance reach the password check.
+        async with self.engine.begin() as conn:
+            reserved = await repository.reserve_login_guess(
+                conn, email, self.login_failure_window, self.login_max_failures
             )
-            account = await repository.active_by_email(conn, email)
-        if failures >= self.login_max_failures:
+            window_start = None if reserved else await repository.login_window_start(conn, email)
+        if window_start is not None:
             # Counted per email whether or not it is registered, so the brake reveals nothing.
             retry_after = window_start + self.login_failure_window - datetime.now(UTC)
             LOGIN_BRAKE_HITS.inc()
             raise TooManyRequests(retry_after.total_seconds())
+        async with self.engine.connect() as conn:
+            account = await repository.active_by_email(conn, email)
         password_hash = account.password_hash if account else None
         # Unknown email, wrong password and a password-less (Yandex-only) account all verify a
-        # hash and fail the same way, so neither the body nor the timing tells them apart.
+        # hash and fail the same way, so neither the body nor the timing tells them apart. A
+        # failed guess stays counted.
         if not await self.passwords.verify(password_hash, password) or account is None:
-            async with self.engine.begin() as conn:
-                await repository.record_login_failure(conn, email, self.login_failure_window)
             LOGIN_FAILURES.inc()
             raise InvalidCredentials()
         assert password_hash is not None
-        if failures:
-            async with self.engine.begin() as conn:
-                await repository.clear_login_failures(conn, email)
+        # The right password clears the email's count, this guess included.
+        async with self.engine.begin() as conn:
+            await repository.clear_login_failures(conn, email)
         if self.passwords.needs_rehash(password_hash):
             new_hash = await self.passwords.hash(password)
             async with self.engine.begin() as conn:

@@ -5,16 +5,22 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.middleware import Middleware
+from starlette.routing import Match
+from starlette.types import Receive, Scope, Send
 
 from common.boundary import TrustBoundary
-from common.errors import install_error_handlers
+from common.errors import AnswerUnexpectedErrors, install_error_handlers
 from common.health import Readiness
+from common.input_guard import RejectUnstorableInput
 from common.logs import AccessLogMiddleware
 from common.metrics import MetricsMiddleware, metrics_response
 from common.settings import BaseServiceSettings
-from common.surrogates import RejectUnpairedSurrogates
+
+# Where nginx serves the Swagger UI and ReDoc files (web/docs-assets/): no page loads a CDN.
+DOCS_ASSETS = "/docs-assets"
 
 # The lifespan yields the typed state every request sees as `request.state` (see common.state).
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Mapping[str, Any]]]
@@ -48,12 +54,37 @@ def build_app(
         description=description,
         version=version,
         lifespan=lifespan,
-        docs_url=f"{prefix}/docs",
-        redoc_url=f"{prefix}/redoc",
+        # The docs pages are this module's own: they load their assets from the stack.
+        docs_url=None,
+        redoc_url=None,
         openapi_url=f"{prefix}/openapi.json",
     )
+    openapi_url = f"{prefix}/openapi.json"
+
+    @app.get(f"{prefix}/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{title} - Swagger UI",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get(f"{prefix}/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=openapi_url,
+            title=f"{title} - ReDoc",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+
     install_error_handlers(app)
-    app.add_middleware(RejectUnpairedSurrogates)
+    # Added first, so innermost: the access log and the metrics see its 500.
+    app.add_middleware(AnswerUnexpectedErrors)
+    app.add_middleware(RejectUnstorableInput)
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(MetricsMiddleware)
     for item in middleware:
@@ -96,4 +127,29 @@ def build_app(
 
     for router in routers:
         app.include_router(router)
+    _answer_both_spellings(app)
     return app
+
+
+def _answer_both_spellings(app: FastAPI) -> None:
+    """A path asked with or without its trailing slash is served as the route that exists,
+    instead of Starlette's bodiless 307 (which a client may follow with another method). Only a
+    path that matched nothing pays for the second lookup."""
+    router = app.router
+    router.redirect_slashes = False
+    not_found = router.default
+
+    async def other_spelling(scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if scope["type"] in ("http", "websocket") and not scope.get(_RESPELLED) and len(path) > 1:
+            other = path[:-1] if path.endswith("/") else path + "/"
+            respelled = {**scope, "path": other, "raw_path": other.encode(), _RESPELLED: True}
+            if any(route.matches(respelled)[0] != Match.NONE for route in router.routes):
+                await router(respelled, receive, send)
+                return
+        await not_found(scope, receive, send)
+
+    router.default = other_spelling
+
+
+_RESPELLED = "chat.respelled"

@@ -8,6 +8,7 @@ here; a service's own live in its `errors.py`.
 """
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -18,6 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as ASGIMessage
 
 from common.i18n import Language, pick_language
 from common.outages import OUTAGE_CANDIDATES, is_outage
@@ -202,9 +205,12 @@ async def _outage_handler(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _printable(value: Any) -> Any:
-    """The validation list echoes client input; make any str in it encodable as UTF-8."""
+    """The validation list echoes client input; make any str in it encodable as UTF-8, and any
+    number in it JSON (a NaN or an infinity is not: rendering it would raise)."""
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if isinstance(value, list):
         return [_printable(item) for item in value]
     if isinstance(value, dict):
@@ -212,12 +218,76 @@ def _printable(value: Any) -> Any:
     return value
 
 
+# Fields whose value a 422 never echoes back (it would land in logs, proxies and screenshots).
+SECRET_FIELDS = frozenset(
+    {"password", "token", "ticket", "oauth_token", "access_token", "refresh_token", "secret", "authorization"}
+)
+REDACTED = "[redacted]"
+
+
+def _without_secrets(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if str(key).lower() in SECRET_FIELDS else _without_secrets(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_secrets(item) for item in value]
+    return value
+
+
+def _redacted(error: dict[str, Any]) -> dict[str, Any]:
+    """One validation error without any secret input: none for a secret field's own error, and
+    secret members masked where the input is a whole object (a body that is not what it should be)."""
+    if "input" not in error:
+        return error
+    if any(str(part).lower() in SECRET_FIELDS for part in error.get("loc", ())):
+        return {key: item for key, item in error.items() if key not in ("input", "ctx")}
+    return {**error, "input": _without_secrets(error["input"])}
+
+
 async def _validation_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    errors = [_redacted(error) if isinstance(error, dict) else error for error in exc.errors()]
     return JSONResponse(
-        {"detail": _printable(jsonable_encoder(exc.errors())), "code": VALIDATION_ERROR_CODE},
+        {"detail": _printable(jsonable_encoder(errors)), "code": VALIDATION_ERROR_CODE},
         status_code=422,
     )
+
+
+class AnswerUnexpectedErrors:
+    """An exception no handler took becomes the JSON 500 here, and the connection stays open.
+
+    Starlette's outermost middleware answers such an exception with the handler installed for
+    `Exception` and then raises it again, and uvicorn closes a connection whose application
+    raised. nginx has by then read the whole 500 and put that upstream connection back in its
+    keep-alive pool: the next request it sends there meets a reset, and a POST is not retried (a
+    503 for a request that did nothing wrong). Installed inside the access log and metrics, so
+    both see the 500.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: ASGIMessage) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise  # part of an answer is out: only closing the connection can say it failed
+            response = await _unexpected_error_handler(Request(scope), exc)
+            await response(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -14,24 +14,27 @@ NGINX_DIR = REPO_ROOT / "nginx"
 # Static pages (the QR login pages) served by nginx itself.
 WEB_DIR = REPO_ROOT / "web"
 TEMPLATE = NGINX_DIR / "nginx.conf.template"
-INCLUDES = ("proxy_public.conf", "proxy_protected.conf")
+INCLUDES = ("proxy_public.conf", "proxy_protected.conf", "security_headers.conf")
 # Locations only `make bench` needs (BENCH_LOCATIONS=1); never rendered otherwise.
 BENCH_INCLUDE = "bench_locations.conf"
 PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 
-# Defaults an operator can override through the environment (see README).
-NGINX_DEFAULTS = {
-    "NGINX_WORKER_PROCESSES": "auto",
-    "LOGIN_RATE_LIMIT": "10r/s",
-    "LOGIN_RATE_BURST": "30",
-    "REGISTER_RATE_LIMIT": "5r/s",
-    "REGISTER_RATE_BURST": "30",
-    "AVATAR_MAX_BODY": "9m",
-    "NGINX_ACCESS_LOG": "1",
-    # How long nginx keeps the gateway's "token good" answer (0: not at all); bounds how late a
-    # logout takes effect.
-    "NGINX_AUTH_CACHE_SECONDS": "0",
-}
+DEFAULTS_FILE = NGINX_DIR / "defaults.env"
+
+
+def read_defaults(path: Path = DEFAULTS_FILE) -> dict[str, str]:
+    """The settings an operator can override through the environment, with their defaults
+    (nginx/defaults.env, which the compose image's render-config.sh reads too)."""
+    defaults = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            defaults[key] = value
+    return defaults
+
+
+NGINX_DEFAULTS = read_defaults()
 
 
 def render(template: str, values: dict[str, str]) -> str:
@@ -126,7 +129,7 @@ class Nginx:
             for path in (self.temp_root, *temp_dirs):
                 os.chown(path, nobody.pw_uid, grp.getgrnam(group).gr_gid)
             user_directive = f"user nobody {group};"
-        settings = {key: os.environ.get(key, default) for key, default in NGINX_DEFAULTS.items()}
+        settings = {key: os.environ.get(key) or default for key, default in NGINX_DEFAULTS.items()}
         services = self.config.services()
         upstreams = [
             upstream_block(spec, [self.config.ports[name] for name in self.config.instances_of(spec.name)])

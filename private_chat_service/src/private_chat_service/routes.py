@@ -71,9 +71,10 @@ async def chat_list(
     service: ServiceDep,
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
     offset: Offset = 0,
-) -> list[ChatListItem]:
+) -> Response:
     """Your chats, the most recently active first (all of them unless `limit` is given)."""
-    return await service.chat_list(user_id, limit=limit, offset=offset)
+    # Serialised straight from plain rows (the shape of list[ChatListItem], which the docs show).
+    return JsonBytes(await service.chat_list(user_id, limit=limit, offset=offset))
 
 
 @router.get("/{chat_id}/messages", response_model=list[Message], responses=error_responses(*_CHAT_ERRORS))
@@ -98,8 +99,8 @@ async def messages(
 
 @router.get("/{chat_id}/info/", response_model=ChatInfo, responses=error_responses(*_CHAT_ERRORS))
 @router.get("/{chat_id}/info", response_model=ChatInfo, include_in_schema=False)
-async def chat_info(chat_id: ChatId, user_id: CurrentUserId, service: ServiceDep) -> ChatInfo:
-    return await service.chat_info(user_id, chat_id)
+async def chat_info(chat_id: ChatId, user_id: CurrentUserId, service: ServiceDep) -> Response:
+    return JsonBytes(await service.chat_info(user_id, chat_id))  # ChatInfo's shape
 
 
 @router.post(

@@ -21,7 +21,6 @@ from private_chat_service.errors import (
     NotChatMember,
     NotMessageAuthor,
 )
-from private_chat_service.schemas import ChatInfo, ChatListItem, UserObject
 
 logger = logging.getLogger("private_chat_service.service")
 
@@ -152,32 +151,30 @@ class PrivateChatService:
             await self._require_member(self.pool, chat_id, user_id)
         return [_message_dict(row) for row in rows]
 
-    async def chat_info(self, user_id: int, chat_id: int) -> ChatInfo:
+    async def chat_info(self, user_id: int, chat_id: int) -> dict[str, Any]:
+        """The chat object (API.md 11) as plain data for orjson, like the message pages."""
         row = await repository.chat_info(self.pool, chat_id)
         if row is None:
             raise ChatNotFound()
         if user_id not in (row.starter_id, row.recipient_id):
             raise NotChatMember()
-        return ChatInfo(
-            id=row.id,
-            chat_starter=UserObject(
-                id=row.starter_id, username=row.starter_username, avatar_url=row.starter_avatar_url
-            ),
-            chat_recipient=UserObject(
-                id=row.recipient_id, username=row.recipient_username, avatar_url=row.recipient_avatar_url
-            ),
-            created_at=row.created_at,
-            last_activity_at=row.last_activity_at,
-        )
+        return {
+            "id": row.id,
+            "chat_starter": _user_dict(row.starter_id, row.starter_username, row.starter_avatar_url),
+            "chat_recipient": _user_dict(row.recipient_id, row.recipient_username, row.recipient_avatar_url),
+            "created_at": row.created_at,
+            "last_activity_at": row.last_activity_at,
+        }
 
-    async def chat_list(self, user_id: int, *, limit: int | None, offset: int) -> list[ChatListItem]:
+    async def chat_list(self, user_id: int, *, limit: int | None, offset: int) -> list[dict[str, Any]]:
+        """The chat list (API.md 10) as plain data for orjson."""
         rows = await repository.chat_list(self.pool, user_id, limit=limit, offset=offset)
         return [
-            ChatListItem(
-                id=row.id,
-                companion=UserObject(id=row.companion_id, username=row.username, avatar_url=row.avatar_url),
-                last_activity_at=row.last_activity_at,
-            )
+            {
+                "id": row.id,
+                "companion": _user_dict(row.companion_id, row.username, row.avatar_url),
+                "last_activity_at": row.last_activity_at,
+            }
             for row in rows
         ]
 
@@ -210,6 +207,11 @@ class PrivateChatService:
             raise NotChatMember()
 
 
+def _user_dict(user_id: int, username: str, avatar_url: str | None) -> dict[str, Any]:
+    """The user object (API.md conventions) as plain data."""
+    return {"id": user_id, "username": username, "avatar_url": avatar_url}
+
+
 def _message_dict(row: repository.PageRow) -> dict[str, Any]:
     """The message object (API.md 9, 15) as plain data, for orjson."""
     return {
@@ -217,7 +219,7 @@ def _message_dict(row: repository.PageRow) -> dict[str, Any]:
         "text": row.text,
         "answer": row.answer_id,
         "chat_id": row.chat_id,
-        "message_owner": {"id": row.owner_id, "username": row.username, "avatar_url": row.avatar_url},
+        "message_owner": _user_dict(row.owner_id, row.username, row.avatar_url),
         "created_at": row.created_at,
         "edited_at": row.edited_at,
     }

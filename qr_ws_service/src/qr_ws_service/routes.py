@@ -37,7 +37,9 @@ internal_router = APIRouter(prefix="/internal", include_in_schema=False)
 @router.websocket("/auth_events/qr_auth/")
 @router.websocket("/auth_events/qr_auth")
 async def qr_auth(websocket: WebSocket, registry: HubsDep, auth: AuthDep, settings: SettingsDep) -> None:
-    client_id = websocket.query_params.get("client_id", "")
+    # Exactly one client_id: nginx routes by the first, and a second must not pick another hub.
+    named = websocket.query_params.getlist("client_id")
+    client_id = named[0] if len(named) == 1 else ""
     client = Client(websocket)
     # Join before the handshake completes, so a client that sees the socket open is in the hub.
     joined = registry.join(client_id, client) if CLIENT_ID_RE.fullmatch(client_id) else None
