@@ -1,7 +1,7 @@
 # The README's two commands are `make run` and `make test`; the rest are helpers.
 PY := .venv/bin/python
 
-.PHONY: install run up down restart test lint types bench reliability soak clean
+.PHONY: install run up down restart test lint types fuzz bench reliability soak clean
 
 install:
 	@scripts/bootstrap.sh
@@ -30,6 +30,10 @@ test: lint types
 	.venv/bin/pytest
 
 # The HTTP hot paths (bench/run.py), then the event gateway (bench/events.py); results in bench/results/.
+# Schemathesis against every service through nginx, long (make test runs a short pass of it).
+fuzz: install
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} FUZZ_RANDOM=1 .venv/bin/pytest tests/test_fuzz.py -q
+
 bench: install
 	@$(PY) -m bench; http=$$?; $(PY) -m bench.events && exit $$http
 

@@ -9,9 +9,12 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,8 +40,12 @@ from devstack.system import MissingProgram, apt_install, find_postgres_bindir
 
 ALL_SCENARIOS = (
     "nginx", "auth", "floor_auth", "floor_noauth", "read", "deep_cursor", "deep_offset",
-    "send", "login", "qr", "pg_write", "pg_read",
+    "send", "send_nolimit", "send_scraped", "edit", "login", "qr", "pg_write", "pg_read",
 )  # fmt: skip
+
+# The chat's rate limits in the bench stack: checked on every send (the Redis script runs), never
+# met. `send_nolimit` runs the same sends with the limiter off (SEND_RATE_LIMIT=0) for the ratio.
+BENCH_RATE_LIMIT = "1000000/1"
 
 # nginx settings for the bench stack: no access log on disk, log-in limits out of the way (one
 # client address sends everything), and the bench-only locations.
@@ -69,6 +76,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--pairs", type=int, default=int(env("BENCH_PAIRS", "100")), help="small chats")
     parser.add_argument("--messages", type=int, default=int(env("BENCH_MESSAGES", "100000")))
+    parser.add_argument(
+        "--limiter-rounds",
+        type=int,
+        default=int(env("BENCH_LIMITER_ROUNDS", "3")),
+        help="send_nolimit: pairs of runs with the rate limiter off, then on",
+    )
     parser.add_argument("--only", default=env("BENCH_ONLY", ""), help="comma-separated scenario names")
     parser.add_argument("--label", default=env("BENCH_LABEL", "latest"), help="results file name")
     parser.add_argument("--baseline", type=Path, default=None, help="an earlier results JSON to compare with")
@@ -101,7 +114,12 @@ def bench_config(data_dir: Path, workers: int, db_pool: int) -> StackConfig:
         redis_port=free_port(),
         instances={**{name: 1 for name in SERVICE_NAMES}, "qr_ws": 2},
         workers=workers,
-        env={"AUTH_QR_TICKET_MAX_LIVE_PER_USER": "1000", "DB_POOL_SIZE": str(db_pool)},
+        env={
+            "AUTH_QR_TICKET_MAX_LIVE_PER_USER": "1000",
+            "DB_POOL_SIZE": str(db_pool),
+            "SEND_RATE_LIMIT": BENCH_RATE_LIMIT,
+            "START_CHAT_RATE_LIMIT": BENCH_RATE_LIMIT,
+        },
     )
 
 
@@ -143,7 +161,7 @@ def requests_for(data: SeedData, scenario: str) -> list[tuple[str, str, str, str
         return [("GET", f"/private/{big}/messages?limit=50&before={cursor}", t, "", "") for t in big_tokens]
     if scenario == "deep_offset":
         return [("GET", f"/private/{big}/messages?limit=50&offset={offset}", t, "", "") for t in big_tokens]
-    if scenario == "send":
+    if scenario in ("send", "send_nolimit"):
         body = json.dumps({"text": "a benchmark message of a typical length, say sixty characters"})
         return [
             ("POST", f"/private/add-message/{c}/", f"Bearer {u.token}", "", body) for c, u in data.pair_chats
@@ -154,6 +172,175 @@ def requests_for(data: SeedData, scenario: str) -> list[tuple[str, str, str, str
             for u in data.users
         ]
     raise ValueError(scenario)
+
+
+def edit_requests(base_url: str, data: SeedData) -> list[tuple[str, str, str, str, str]]:
+    """PATCH lines: each small chat's member edits a message of their own (sent here, once)."""
+    import httpx
+
+    body = json.dumps({"text": "an edited benchmark message, of about the length of a send"})
+    lines = []
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for chat_id, user in data.pair_chats:
+            sent = client.post(
+                f"/private/add-message/{chat_id}/",
+                json={"text": "a message to edit"},
+                headers={"Authorization": f"Bearer {user.token}"},
+            )
+            sent.raise_for_status()
+            path = f"/private/{chat_id}/messages/{sent.json()['id']}/"
+            lines.append(("PATCH", path, f"Bearer {user.token}", "", body))
+    return lines
+
+
+async def drain_outbox(dsn: str, polls: int = 600) -> None:
+    """Waits until the relay has published every outbox row (at most `polls` × 0.2 s)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        for _ in range(polls):
+            if not await conn.fetchval("SELECT count(*) FROM private_chat.outbox"):
+                return
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
+def set_send_limit(stack: Stack, value: str) -> None:
+    """Restarts the chat instances with SEND_RATE_LIMIT=value."""
+    for name in stack.instances_of("private_chat"):
+        stack.managed[name].env["SEND_RATE_LIMIT"] = value
+    stack.rolling_restart("private_chat", say=lambda _: None)
+
+
+def limiter_rounds(
+    stack: Stack, base_url: str, requests_file: Path, load: Load, rounds: int, postmaster: int | None
+) -> Result:
+    """The send scenario with the limiter off and on, alternately, `rounds` times each (half the
+    scenario's duration per run, each after its warm-up): on a machine shared with other work,
+    pairs measured back to back say more than two runs minutes apart. The row is the runs with the
+    limiter off; its detail holds every pair, the median on/off throughput ratio, and the ratio
+    of CPU per request over all the pairs (off / on: what a CPU-bound machine would lose)."""
+    half = Load(load.connections, load.threads, max(3.0, load.duration / 2), load.warmup)
+    pairs: list[dict[str, Any]] = []
+    offs: list[Result] = []
+    cpu_ms = {"off": 0.0, "on": 0.0}
+    assert stack.database_url
+    dsn = stack.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    for index in range(rounds):
+        pair: dict[str, Any] = {}
+        order = [("off", "0"), ("on", BENCH_RATE_LIMIT)]
+        for state, limit in order if index % 2 == 0 else order[::-1]:  # off-on, on-off, ...
+            set_send_limit(stack, limit)
+            # Each run starts with the previous one's events published: a backlog in the outbox
+            # would make a run pay for the one before it.
+            asyncio.run(drain_outbox(dsn))
+            groups = {name: process.pid for name, process in stack.processes.items()}
+            before = cpu_seconds(groups, postmaster)
+            result = wrk(f"send_{state}", base_url, requests_file, half)
+            used = cpu_seconds(groups, postmaster)
+            spent = sum(used[name] - before.get(name, 0.0) for name in used if name != "load tool")
+            # CPU of the warm-up too: per request of the run and of its warm-up.
+            per_request = 1000 * spent / max(1.0, _all_requests(result, half))
+            cpu_ms[state] += per_request
+            pair[state] = {"rps": round(result.rps, 1), "p99_ms": round(result.p99_ms, 2),
+                           "cpu_ms_per_request": round(per_request, 3), "non2xx": result.non2xx,
+                           "errors": result.errors}  # fmt: skip
+            if state == "off":
+                offs.append(result)
+        pair["ratio"] = round(pair["on"]["rps"] / pair["off"]["rps"], 3) if pair["off"]["rps"] else None
+        pairs.append(pair)
+        print(
+            f"       pair: off {pair['off']['rps']}/s, on {pair['on']['rps']}/s, on/off {pair['ratio']}",
+            flush=True,
+        )
+    ratios = sorted(p["ratio"] for p in pairs if p["ratio"] is not None)
+    requests = sum(r.requests for r in offs)
+    merged = Result(
+        name="send_nolimit",
+        tool="wrk",
+        rps=sum(r.rps for r in offs) / len(offs),
+        p50_ms=statistics.median(r.p50_ms for r in offs),
+        p99_ms=max(r.p99_ms for r in offs),
+        requests=requests,
+        errors=sum(r.errors for r in offs) + sum(p["on"]["errors"] for p in pairs),
+        non2xx=sum(r.non2xx for r in offs) + sum(p["on"]["non2xx"] for p in pairs),
+    )
+    merged.detail = {
+        "pairs": pairs,
+        "limiter_on_off_rps_ratio_median": ratios[len(ratios) // 2] if ratios else None,
+        "cpu_per_request_off_on_ratio": round(cpu_ms["off"] / cpu_ms["on"], 3) if cpu_ms["on"] else None,
+        "run_seconds": half.duration,
+    }
+    return merged
+
+
+def scraped_rounds(stack: Stack, base_url: str, requests_file: Path, load: Load, rounds: int) -> Result:
+    """What a Prometheus scrape costs the hot path: the send scenario without and with a scraper
+    reading every instance's /metrics and nginx's stub_status once a second (ten times as often
+    as the compose Prometheus), in pairs of runs back to back like the limiter's. The row is the
+    scraped runs; its detail holds every pair and the median scraped/plain throughput ratio."""
+    half = Load(load.connections, load.threads, max(3.0, load.duration / 2), load.warmup)
+    urls = [f"http://127.0.0.1:{instance.port}/metrics" for instance in stack.services()]
+    urls.append(f"http://127.0.0.1:{stack.config.status_port}/stub_status")
+    pairs: list[dict[str, Any]] = []
+    scraped: list[Result] = []
+    scrape_seconds: list[float] = []
+    scraped_bytes = 0
+    for index in range(rounds):
+        pair: dict[str, Any] = {}
+        order = ["plain", "scraped"] if index % 2 == 0 else ["scraped", "plain"]
+        for state in order:
+            stop = threading.Event()
+
+            def scrape(stop: threading.Event = stop) -> None:
+                nonlocal scraped_bytes
+                while not stop.is_set():
+                    started = time.perf_counter()
+                    for url in urls:
+                        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 (loopback)
+                            scraped_bytes += len(answer.read())
+                    scrape_seconds.append(time.perf_counter() - started)
+                    stop.wait(1.0)
+
+            scraper = threading.Thread(target=scrape, daemon=True) if state == "scraped" else None
+            if scraper is not None:
+                scraper.start()
+            try:
+                result = wrk(f"send_{state}", base_url, requests_file, half)
+            finally:
+                stop.set()
+                if scraper is not None:
+                    scraper.join()
+            pair[state] = {"rps": round(result.rps, 1), "p99_ms": round(result.p99_ms, 2),
+                           "non2xx": result.non2xx, "errors": result.errors}  # fmt: skip
+            if state == "scraped":
+                scraped.append(result)
+        plain_rps = pair["plain"]["rps"]
+        pair["ratio"] = round(pair["scraped"]["rps"] / plain_rps, 3) if plain_rps else None
+        pairs.append(pair)
+        print(f"       pair: plain {plain_rps}/s, scraped {pair['scraped']['rps']}/s, ratio {pair['ratio']}")
+    ratios = sorted(p["ratio"] for p in pairs if p["ratio"] is not None)
+    merged = Result(
+        name="send_scraped",
+        tool="wrk",
+        rps=sum(r.rps for r in scraped) / len(scraped),
+        p50_ms=statistics.median(r.p50_ms for r in scraped),
+        p99_ms=max(r.p99_ms for r in scraped),
+        requests=sum(r.requests for r in scraped),
+        errors=sum(p["plain"]["errors"] + p["scraped"]["errors"] for p in pairs),
+        non2xx=sum(p["plain"]["non2xx"] + p["scraped"]["non2xx"] for p in pairs),
+    )
+    merged.detail = {
+        "pairs": pairs,
+        "scraped_plain_rps_ratio_median": ratios[len(ratios) // 2] if ratios else None,
+        "targets_scraped": len(urls),
+        "scrape_ms_median": round(1000 * statistics.median(scrape_seconds), 2) if scrape_seconds else None,
+        "bytes_per_scrape": scraped_bytes // max(1, len(scrape_seconds)),
+        "run_seconds": half.duration,
+    }
+    return merged
 
 
 def check_pages(base_url: str, data: SeedData) -> dict[str, Any]:
@@ -222,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         if args.serve:
             for scenario in ALL_SCENARIOS:
-                if scenario not in ("qr", "pg_write", "pg_read"):
+                if scenario not in ("qr", "pg_write", "pg_read", "edit"):
                     write_requests(work / f"{scenario}.txt", requests_for(data, scenario))
             pids = {name: process.pid for name, process in stack.processes.items()}
             print(f"bench: serving {base_url} for {args.serve:.0f}s; request files in {work}; pids {pids}")
@@ -235,8 +422,15 @@ def main(argv: list[str] | None = None) -> int:
         alone_p99: float | None = None
         groups = {name: process.pid for name, process in stack.processes.items()}
         postmaster = _postmaster_pid(stack)
+        send_limit = BENCH_RATE_LIMIT
         for scenario in selected:
             print(f"bench: {scenario} …", flush=True)
+            if send_limit != BENCH_RATE_LIMIT:  # after send_nolimit's restarts
+                set_send_limit(stack, BENCH_RATE_LIMIT)
+                send_limit = BENCH_RATE_LIMIT
+            if scenario == "edit":
+                asyncio.run(drain_outbox(dsn))  # not paying for the sends' events
+            groups = {name: process.pid for name, process in stack.processes.items()}
             cpu_before = cpu_seconds(groups, postmaster)
             wall_before = time.monotonic()
             others_before = _other_test_runs()
@@ -257,6 +451,14 @@ def main(argv: list[str] | None = None) -> int:
                 result = pgbench(
                     scenario, find_postgres_bindir(), stack.postgres.port, "chat", script, load, work_dir=work
                 )
+            elif scenario == "send_nolimit":
+                send_file = write_requests(work / "send.txt", requests_for(data, "send"))
+                result = limiter_rounds(stack, base_url, send_file, load, args.limiter_rounds, postmaster)
+                groups = {name: process.pid for name, process in stack.processes.items()}
+                send_limit = BENCH_RATE_LIMIT
+            elif scenario == "send_scraped":
+                send_file = write_requests(work / "send.txt", requests_for(data, "send"))
+                result = scraped_rounds(stack, base_url, send_file, load, args.limiter_rounds)
             elif scenario == "login":
                 send_file = write_requests(work / "send.txt", requests_for(data, "send"))
                 login_file = write_requests(work / "login.txt", requests_for(data, "login"))
@@ -272,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(result)
                 result = under
             else:
-                lines = requests_for(data, scenario)
+                lines = edit_requests(base_url, data) if scenario == "edit" else requests_for(data, scenario)
                 result = wrk(scenario, base_url, write_requests(work / f"{scenario}.txt", lines), load)
                 if scenario == "send":
                     alone_p99 = result.p99_ms

@@ -61,6 +61,11 @@ def stack(fake_yandex: Any) -> Iterator[Stack]:
         "EVENTS_IDENTIFY_TIMEOUT_SECONDS": "4",
         "EVENTS_RESUME_WINDOW_SECONDS": "6",
         "EVENTS_SESSION_QUEUE_LIMIT": "50",
+        # The rate limits (API.md 21) checked on every send and start-chat, but high enough that
+        # the suite's loads (wrk, the outage trickles, the kill-under-load workers) never meet
+        # them. tests/test_rate_limits.py restarts the chat instances with the defaults.
+        "SEND_RATE_LIMIT": "100000/1",
+        "START_CHAT_RATE_LIMIT": "100000/1",
     }
     config = StackConfig.for_tests(data_dir, env=env)
     config.env.update(fake_yandex.stack_env())

@@ -15,13 +15,20 @@ import httpx
 import jwt
 import pytest
 import websockets
-from conftest import MakeUser, unique
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from devstack import Stack
 
 pytestmark = pytest.mark.usefixtures("stack")
+
+# make_user (tests/conftest.py): an async factory of registered, logged-in users. Not imported by
+# name: with every test folder collected at once, `conftest` is not one module.
+MakeUser = Any
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
@@ -378,3 +385,19 @@ async def test_a_websocket_url_naming_two_hubs_is_refused(stack: Stack) -> None:
     async with websockets.connect(f"{base}?client_id={first}") as ws:
         opened: Any = await asyncio.wait_for(ws.recv(), 10)
         assert "hub is full" not in opened
+
+
+async def test_an_id_in_a_path_or_body_has_one_spelling(api: httpx.AsyncClient, make_user: MakeUser) -> None:
+    user = await make_user()
+    other = await make_user()
+    chat = await api.post("/private/start-chat/", json={"recipient_id": other.id}, headers=user.headers)
+    chat_id = chat.json()["chat_id"]
+    assert (await api.get(f"/private/{chat_id}/info/", headers=user.headers)).status_code == 200
+    arabic = str(chat_id).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    for spelling in (f"+{chat_id}", f"0{chat_id}", arabic, f"{chat_id}%20"):
+        answer = await api.get(f"/private/{spelling}/info/", headers=user.headers)
+        assert_validation_error(answer, spelling)
+    for recipient in (f"+{other.id}", f"0{other.id}", True):
+        body = {"recipient_id": recipient}
+        answer = await api.post("/private/start-chat/", json=body, headers=user.headers)
+        assert_validation_error(answer, str(recipient))

@@ -385,6 +385,23 @@ async def test_every_message_route_needs_a_token(
     assert await snapshot(db, c["chat"]) == before
 
 
+async def test_typing_refusals(api: httpx.AsyncClient, make_user: Any, conversation: dict[str, Any]) -> None:
+    """Typing (API.md 19) in a chat that does not exist, with a malformed id, as a stranger, without
+    a token. (The event itself: tests/test_events.py.)"""
+    c = conversation
+    mallory = await make_user()
+    error(await api.post(f"/private/{MISSING_ID}/typing/", headers=c["alice"].headers), 404, "chat_not_found")
+    error(await api.post(f"/private/{c['chat']}/typing/", headers=mallory.headers), 403, "not_chat_member")
+    for bad in ("abc", "-1", "0", "1.5", str(2**63)):
+        response = await api.post(f"/private/{bad}/typing/", headers=c["alice"].headers)
+        assert response.status_code == 422, (bad, response.text)
+    assert (await api.post(f"/private/{c['chat']}/typing/")).status_code == 401
+    typed = await api.post(f"/private/{c['chat']}/typing", headers=c["bob"].headers)
+    assert typed.status_code == 204
+    # Typing is not rate limited (API.md 21 limits sending and starting chats).
+    assert "X-RateLimit-Limit" not in typed.headers
+
+
 # ---- send once ----------------------------------------------------------------------------------
 
 

@@ -55,7 +55,12 @@ async def raw(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture
 async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The app over ASGI (no nginx): X-User-Id is whatever a test sends."""
-    app = create_app(PrivateChatSettings(DATABASE_URL=database_url, LOG_LEVEL="WARNING"))
+    # Rate limits off: these tests are about the routes (the limits are tested through nginx,
+    # tests/test_rate_limits.py, and against Redis, common/tests/test_ratelimit.py).
+    settings = PrivateChatSettings(
+        DATABASE_URL=database_url, LOG_LEVEL="WARNING", SEND_RATE_LIMIT="0", START_CHAT_RATE_LIMIT="0"
+    )
+    app = create_app(settings)
     async with app.router.lifespan_context(app) as state:
         # What uvicorn does for every request: hand it a copy of the lifespan's state.
         async def with_state(scope: Any, receive: Any, send: Any) -> None:

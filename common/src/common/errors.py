@@ -119,6 +119,10 @@ class TooManyRequests(AppError):
         super().__init__(headers={"Retry-After": str(whole), **(headers or {})})
         self.retry_after = retry_after
 
+    def body(self, language: Language) -> dict[str, Any]:
+        # The exact wait (fractional seconds, API.md 21), besides the header's whole seconds.
+        return {**super().body(language), "retry_after": round(float(self.retry_after), 3)}
+
 
 class ServiceUnavailable(AppError):
     status_code = 503

@@ -106,7 +106,15 @@ class EventPublisher:
         await self._run([event], 0)
 
 
-def make_redis(url: str, *, socket_timeout: float | None = 5.0, max_connections: int = 32) -> aioredis.Redis:
+def make_redis(
+    url: str,
+    *,
+    socket_timeout: float | None = 5.0,
+    max_connections: int = 32,
+    connect_timeout: float = 2.0,
+    pool_timeout: float = 10.0,
+    retries: int = 2,
+) -> aioredis.Redis:
     """A client of `url` (bytes answers). Nothing connects until the first command.
 
     At most `max_connections` connections; a caller past them waits for one (a burst of 2,000
@@ -116,11 +124,11 @@ def make_redis(url: str, *, socket_timeout: float | None = 5.0, max_connections:
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
-        timeout=10,
+        timeout=pool_timeout,
         socket_timeout=socket_timeout,
-        socket_connect_timeout=2.0,
+        socket_connect_timeout=connect_timeout,
         health_check_interval=30,
-        retry=Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.01), 2),
+        retry=Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.01), retries),
     )
     client: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes the pool with the client
     return client

@@ -14,3 +14,14 @@ def parse_id(text: str) -> int | None:
         return None
     value = int(text)
     return value if 1 <= value <= MAX_ID else None
+
+
+def one_spelling(value: object) -> object:
+    """Pydantic's `BeforeValidator` for an id in a path, query or body: a string must be ASCII
+    digits without a sign, spaces, underscores or leading zeros (pydantic would read "+5", " 5",
+    "0_5" and "05" all as 5); a JSON bool is not an id either. Numbers pass on to the int check."""
+    if isinstance(value, bool):
+        raise ValueError("an id must be an integer")
+    if isinstance(value, str) and not (value.isascii() and value.isdigit() and not value.startswith("0")):
+        raise ValueError("an id is written in ASCII digits, without a sign or leading zeros")
+    return value

@@ -85,6 +85,11 @@ FANOUT_LATENCY = Histogram(
 RATE_LIMIT_REFUSALS = Counter(
     "chat_rate_limit_refusals_total", "Requests refused with 429, by bucket", ["bucket"]
 )
+RATE_LIMIT_UNCHECKED = Counter(
+    "chat_rate_limit_unchecked_total",
+    "Requests of a limited route let through unchecked because Redis could not be reached, by bucket",
+    ["bucket"],
+)
 LOGIN_FAILURES = Counter("chat_login_failures_total", "Failed log-ins (wrong or unknown credentials)")
 LOGIN_BRAKE_HITS = Counter("chat_login_brake_hits_total", "Log-ins refused by the per-email brake")
 PASSWORD_HASHING = Gauge(

@@ -12,7 +12,9 @@ from common.health import Readiness, database_check
 from common.logs import configure_logging
 from common.metrics import asyncpg_pool_stats, sampling_pool
 from common.periodic import run_periodically
+from common.ratelimit import RateLimiter, RateLimitHeaders
 from private_chat_service.dependencies import State
+from private_chat_service.limits import ChatLimits
 from private_chat_service.relay import Relay
 from private_chat_service.routes import router
 from private_chat_service.service import PrivateChatService
@@ -40,6 +42,25 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
         if settings.relay_enabled:
             relay.start()
         service = PrivateChatService(pool, events=publisher, outbox_written=relay.wake)
+        # The limiter's own client: short timeouts and one retry, so that an unreachable Redis
+        # costs a request little before it is let through (common.ratelimit).
+        limiter_redis = make_redis(
+            settings.redis_url,
+            socket_timeout=settings.rate_limit_redis_timeout_seconds,
+            connect_timeout=settings.rate_limit_redis_timeout_seconds,
+            pool_timeout=settings.rate_limit_redis_timeout_seconds,
+            max_connections=64,
+            retries=1,
+        )
+        limits = ChatLimits(
+            RateLimiter(
+                limiter_redis,
+                outage_log_seconds=settings.rate_limit_outage_log_seconds,
+                retry_seconds=settings.rate_limit_retry_seconds,
+            ),
+            send=settings.send_limit,
+            start_chat=settings.start_chat_limit,
+        )
         # A plain task, not a task group: the lifespan may be entered and left in different tasks
         # (test clients do), which a task group's cancel scope refuses.
         sweeper = asyncio.create_task(
@@ -47,16 +68,21 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
         )
         try:
             async with sampling_pool(asyncpg_pool_stats(pool)):
-                yield {"service": service, "readiness": Readiness(database=database_check(pool))}
+                yield {
+                    "service": service,
+                    "limits": limits,
+                    "readiness": Readiness(database=database_check(pool)),
+                }
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
             await relay.stop()
+            await limiter_redis.aclose()
             await redis.aclose()
             await pool.close()
 
-    return build_app(
+    app = build_app(
         title="Private chat service",
         prefix="/private",
         description="One-to-one chats and their messages.",
@@ -64,3 +90,5 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
         settings=settings,
         routers=[router],
     )
+    app.add_middleware(RateLimitHeaders)
+    return app

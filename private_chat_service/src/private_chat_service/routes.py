@@ -2,10 +2,11 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Query, Response
+from pydantic import BeforeValidator
 
-from common.errors import NotAuthenticated, UserNotFound, error_responses
+from common.errors import NotAuthenticated, TooManyRequests, UserNotFound, error_responses
 from common.identity import CurrentUserId
-from common.ids import MAX_ID
+from common.ids import MAX_ID, one_spelling
 from private_chat_service.dependencies import ServiceDep
 from private_chat_service.errors import (
     ChatNotFound,
@@ -14,6 +15,7 @@ from private_chat_service.errors import (
     NotChatMember,
     NotMessageAuthor,
 )
+from private_chat_service.limits import SendLimited, StartChatLimited
 from private_chat_service.schemas import (
     AddMessageRequest,
     AddMessageResponse,
@@ -36,9 +38,10 @@ class JsonBytes(Response):
         return orjson.dumps(content, option=orjson.OPT_UTC_Z)
 
 
-ChatId = Annotated[int, Path(ge=1, le=MAX_ID)]
+# One spelling per id: "+5", "05" or "٥" is not chat 5 (common.ids.one_spelling).
+ChatId = Annotated[int, Path(ge=1, le=MAX_ID), BeforeValidator(one_spelling)]
 MessageId = ChatId  # the same rule for every id in a path
-Cursor = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+Cursor = Annotated[int | None, Query(ge=1, le=MAX_ID), BeforeValidator(one_spelling)]
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
 
 router = APIRouter(prefix="/private", tags=["private chats"])
@@ -53,13 +56,16 @@ _CHAT_ERRORS = (NotAuthenticated, NotChatMember, ChatNotFound)
 @router.post(
     "/start-chat/",
     response_model=StartChatResponse,
-    responses=error_responses(ChatWithSelf, NotAuthenticated, UserNotFound),
+    responses=error_responses(ChatWithSelf, NotAuthenticated, UserNotFound, TooManyRequests),
 )
 @router.post("/start-chat", response_model=StartChatResponse, include_in_schema=False)
 async def start_chat(
-    body: StartChatRequest, user_id: CurrentUserId, service: ServiceDep
+    limited: StartChatLimited, body: StartChatRequest, user_id: CurrentUserId, service: ServiceDep
 ) -> StartChatResponse:
-    """The chat of you and `recipient_id` (the same one whoever starts it); `text` is added as a message."""
+    """The chat of you and `recipient_id` (the same one whoever starts it); `text` is added as a message.
+
+    Rate limited per user (START_CHAT_RATE_LIMIT, default 10 a minute): X-RateLimit-* headers on
+    every answer, 429 with Retry-After past the limit."""
     chat_id, message_id = await service.start_chat(user_id, recipient_id=body.recipient_id, text=body.text)
     return StartChatResponse(chat_id=chat_id, message_id=message_id)
 
@@ -116,14 +122,21 @@ async def typing(chat_id: ChatId, user_id: CurrentUserId, service: ServiceDep) -
 @router.post(
     "/add-message/{chat_id}/",
     response_model=AddMessageResponse,
-    responses=error_responses(*_CHAT_ERRORS, MessageNotFound),
+    responses=error_responses(*_CHAT_ERRORS, MessageNotFound, TooManyRequests),
 )
 @router.post("/add-message/{chat_id}", response_model=AddMessageResponse, include_in_schema=False)
 async def add_message(
-    chat_id: ChatId, body: AddMessageRequest, user_id: CurrentUserId, service: ServiceDep
+    limited: SendLimited,
+    chat_id: ChatId,
+    body: AddMessageRequest,
+    user_id: CurrentUserId,
+    service: ServiceDep,
 ) -> Response:
     """`nonce` (1-64 characters): sending again with the same nonce in this chat within 10 minutes
-    stores nothing and answers as the first send did (the first message's `id`)."""
+    stores nothing and answers as the first send did (the first message's `id`).
+
+    Rate limited per user per chat (SEND_RATE_LIMIT, default 5 per 5 seconds): X-RateLimit-*
+    headers on every answer, 429 with Retry-After past the limit, and then nothing is stored."""
     message_id = await service.add_message(
         user_id, chat_id, text=body.text, answer_id=body.message_answer_id, nonce=body.nonce
     )

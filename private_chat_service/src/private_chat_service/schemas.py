@@ -3,21 +3,15 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
 
-from common.ids import MAX_ID
+from common.ids import MAX_ID, one_spelling
 
 MAX_TEXT_LENGTH = 2000
 MAX_NONCE_LENGTH = 64
 
 
-def _not_a_bool(value: object) -> object:
-    # JSON true/false are not ids, although Python counts them as ints.
-    if isinstance(value, bool):
-        raise ValueError("an id must be an integer")
-    return value
-
-
-# Ids are PostgreSQL bigints: anything outside is a bad value (422), never a database error.
-Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_not_a_bool)]
+# Ids are PostgreSQL bigints: anything outside is a bad value (422), never a database error. JSON
+# true/false are not ids (Python counts them as ints), nor is "+5" or "05" (one spelling).
+Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(one_spelling)]
 
 
 def _clean_text(value: str) -> str:
