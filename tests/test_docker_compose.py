@@ -441,7 +441,9 @@ def test_nginx_defaults_have_one_definition(tmp_path: Path) -> None:
         ({"LOGIN_RATE_LIMIT": "7r/s"}, "7r/s"),
     ):
         subprocess.run(
-            ["sh", str(tmp_path / "render.sh")], check=True, env={"PATH": os.environ["PATH"], **override}
+            ["sh", str(tmp_path / "render.sh")],
+            check=True,
+            env={"PATH": os.environ["PATH"], "EDGE_SECRET": REQUIRED_ENV["EDGE_SECRET"], **override},
         )
         rendered = (tmp_path / "nginx.conf").read_text()
         assert f"zone=login:10m rate={rate}" in rendered, override
