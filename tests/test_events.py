@@ -685,12 +685,17 @@ def unread_websocket(port: int, path: str) -> socket.socket:
     sock.sendall(
         (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            # Straight to the instance, as nginx connects (common/boundary.py).
+            + "".join(f"{name}: {value}\r\n" for name, value in trusted.edge_headers().items())
+            + "\r\n"
         ).encode()
     )
     received = b""
     while b"heartbeat_interval" not in received:  # the 101, then HELLO
-        received += sock.recv(4096)
+        chunk = sock.recv(4096)
+        assert chunk, f"the instance closed the handshake: {received[:200]!r}"
+        received += chunk
     return sock
 
 
