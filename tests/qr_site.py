@@ -109,8 +109,7 @@ def qr_site(stack: Stack, **settings: str) -> Iterator[QrSite]:
         instances={**stack.config.instances, "qr_ws": 1},
         ports={**stack.config.ports, "qr_ws1": instance.port},
         internal_ports={},
-        # Its own status listener too (the session's nginx holds that port).
-        status_port=free_port(),
+        status_port=0,  # a fresh one too: the session's nginx holds its stub_status port
     )
     log = folder / "nginx.log"
     try:

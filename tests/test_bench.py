@@ -49,6 +49,7 @@ def test_wrk_script_counts_requests_and_non_2xx(base_url: str, tmp_path: Path) -
     # would give 0 == 0 here).
     assert result.detail["responses"] == result.requests
     assert result.non2xx == result.requests
+    assert result.non2xx > 0
 
 
 @needs_wrk

@@ -31,15 +31,16 @@ GRANULARITY = 1.0
 
 @pytest.fixture(scope="module")
 def cached_url(stack: Stack) -> Iterator[str]:
-    # Fresh internal addresses: the session's nginx listens on its own.
+    # Fresh internal and status addresses (given anew when left empty): the session's nginx
+    # listens on its own.
     config = dataclasses.replace(
         stack.config,
         data_dir=stack.config.data_dir / "auth-cache",
         http_port=free_port(),
         internal_ports={},
-        # Its own status listener too (the session's nginx holds that port).
-        status_port=free_port(),
+        status_port=0,
     )
+    assert config.status_port not in (0, stack.config.status_port)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NGINX_AUTH_CACHE_SECONDS", str(CACHE_SECONDS))
         command = Nginx(config, stack.config.data_dir / "media", edge_secret=stack.edge_secret).command()

@@ -462,9 +462,8 @@ async def nginx_saw(stack: Stack, response: httpx.Response) -> str:
     log = stack.config.data_dir / "nginx" / "logs" / "access.log"
     for _ in range(50):  # nginx writes the line once the response is finished
         for line in log.read_text(errors="replace").splitlines():
-            entry = json.loads(line)
-            if entry["request_id"] == request_id:
-                return str(entry["remote"])
+            if f'"request_id":"{request_id}"' in line:
+                return str(json.loads(line)["remote"])
         await asyncio.sleep(0.1)
     raise AssertionError(f"request {request_id} is not in nginx's access log")
 

@@ -1,7 +1,14 @@
-"""What nginx itself answers: routes, JSON errors, docs, request ids, body limits."""
+"""What nginx itself answers: routes, JSON errors, docs, request ids, body limits, its access log."""
+
+import asyncio
+import json
+import uuid
+from typing import Any
 
 import httpx
 import pytest
+
+from devstack import Stack
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -94,6 +101,34 @@ async def test_service_down_gives_a_json_503(
     assert response.status_code == 503
     assert response.json() == {"detail": "Service temporarily unavailable", "code": "service_unavailable"}
     assert (await api.get("/users/me/", headers=user.headers)).status_code == 200
+
+
+async def test_a_request_given_up_on_is_still_logged_as_json(stack: Stack, make_user: Any) -> None:
+    """A client that leaves before any answer (wrk stopping mid-request does) gets status 000 in
+    nginx's terms; its access-log line must still be JSON like every other."""
+    user = await make_user()
+    marker = f"/private/add-message/{uuid.uuid4().int % 10**12 + 10**12}/"
+    body = b'{"text": "never answered"}'
+    for _ in range(20):
+        _, writer = await asyncio.open_connection("127.0.0.1", stack.config.http_port)
+        writer.write(
+            f"POST {marker} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {user.token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.transport.abort()  # gone before nginx could answer
+    log = stack.config.data_dir / "nginx" / "logs" / "access.log"
+    lines: list[str] = []
+    for _ in range(50):
+        lines = [line for line in log.read_text(errors="replace").splitlines() if marker in line]
+        if len(lines) == 20:
+            break
+        await asyncio.sleep(0.1)
+    assert len(lines) == 20
+    # Logged as 0 (nginx's 000), or 499 when nginx noticed the client leave while proxying.
+    statuses = [json.loads(line)["status"] for line in lines]
+    assert all(isinstance(status, int) for status in statuses), statuses
 
 
 async def test_every_access_log_line_is_json(api: httpx.AsyncClient, stack: object) -> None:

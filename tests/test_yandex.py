@@ -437,6 +437,24 @@ async def test_concurrent_registrations_with_one_login(
     pytest.fail("the two registrations never reached Yandex together")
 
 
+async def test_a_held_reply_whose_partner_never_comes_is_still_in_time(
+    base_url: str, db: asyncpg.Connection, fake_yandex: Any
+) -> None:
+    """The fake's pairing gives up on a late partner well inside the auth service's Yandex
+    timeout: the request that came alone is answered by Yandex in time and registers (a 502
+    here would fail the concurrent tests above whenever the machine is slow)."""
+    async with own_address(base_url, "127.0.0.10") as client:
+        token, yandex_id = new_token(), new_yandex_id()
+        fake_yandex.profile(token, id=yandex_id, login=new_login(), default_email=f"{new_login()}@yandex.ru")
+        pairing = fake_yandex.hold_together([token], parties=2)
+        response = await register(client, token)
+        assert response.status_code == 200, response.text
+        assert (pairing.held, pairing.alone) == (False, 1)
+        row = await account(db, yandex_id)
+        assert row is not None
+        assert row["state"] == "active"
+
+
 async def test_users_service_down_leaves_nothing(
     api: httpx.AsyncClient, db: asyncpg.Connection, fake_yandex: Any, stack: Any
 ) -> None:
