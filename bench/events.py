@@ -42,6 +42,7 @@ from websockets.asyncio.client import ClientConnection
 
 from bench.seed import BenchUser, seed
 from bench.tools import Load, finish_wrk, start_wrk, write_requests
+from common.boundary import EDGE_HEADER
 from devstack import Stack, StackConfig
 from devstack.config import REPO_ROOT, free_port
 
@@ -100,9 +101,16 @@ class BenchSession:
         self.task: asyncio.Task[None] | None = None
 
 
+# Sessions go straight to the instances (the bench measures them, not nginx): with the header nginx
+# adds, which the services require (common/boundary.py). Set by Bench from its stack.
+DIRECT_HEADERS: dict[str, str] = {}
+
+
 async def open_session(url: str, user: BenchUser, watch: Watch, interval: float) -> BenchSession:
     for attempt in range(5):  # as a client does on 4000 "try again" (an overloaded stack)
-        ws = await websockets.connect(url, compression=None, open_timeout=60, max_queue=64)
+        ws = await websockets.connect(
+            url, compression=None, open_timeout=60, max_queue=64, additional_headers=DIRECT_HEADERS
+        )
         try:
             json.loads(await ws.recv())  # HELLO
             await ws.send(json.dumps({"op": 2, "d": {"token": user.token}}))
@@ -206,6 +214,7 @@ class Bench:
         return f"http://127.0.0.1:{self.stack.config.http_port}"
 
     def instance_url(self, name: str) -> str:
+        DIRECT_HEADERS[EDGE_HEADER] = self.stack.edge_secret
         return f"ws://127.0.0.1:{self.stack.config.ports[name]}/events/"
 
     def pid(self, name: str) -> int:

@@ -55,6 +55,7 @@ sed \
   -e "s|{{ACCESS_LOG}}|/dev/stdout|" \
   -e "s|{{NGINX_ACCESS_LOG}}|${NGINX_ACCESS_LOG}|" \
   -e "s|{{NGINX_AUTH_CACHE_SECONDS}}|${NGINX_AUTH_CACHE_SECONDS}|" \
+  -e "s|{{EDGE_SECRET}}|${EDGE_SECRET:?set EDGE_SECRET (what nginx sends every service)}|" \
   -e "s|{{HTTP_HOST}}|0.0.0.0|" \
   -e "s|{{HTTP_PORT}}|8080|" \
   -e "s|{{LOGIN_RATE_LIMIT}}|${LOGIN_RATE_LIMIT}|" \

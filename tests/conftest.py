@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import trusted
 from polite_client import post_retrying
 
 from devstack import Stack, StackConfig
@@ -74,6 +75,7 @@ def stack(fake_yandex: Any) -> Iterator[Stack]:
     except StackError as exc:
         logs = "\n".join(f"--- {name}\n{running.tail_log(name)}" for name in ("auth1", "users1", "gateway1"))
         pytest.fail(f"stack did not start: {exc}\n{logs}", pytrace=False)
+    trusted.SECRETS.update(edge=running.edge_secret, service=running.service_secret)
     yield running
     running.stop()
     if not os.environ.get("KEEP_TEST_DATA"):

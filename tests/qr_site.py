@@ -54,6 +54,9 @@ class QrInstance:
             **os.environ,
             "QR_AUTH_SERVICE_URL": f"http://127.0.0.1:{stack.config.service_ports['auth']}",
             "QR_INSTANCE_ID": "qr-test",
+            # The stack's trust boundary: nginx's secret, and the one for auth's internal routes.
+            "EDGE_SECRET": stack.edge_secret,
+            "SERVICE_SECRET": stack.service_secret,
             **settings,
         }
         self.log = folder / f"qr_{self.port}.log"
@@ -112,7 +115,7 @@ def qr_site(stack: Stack, **settings: str) -> Iterator[QrSite]:
     try:
         with log.open("wb") as out:
             nginx = subprocess.Popen(
-                Nginx(config, stack.config.data_dir / "media").command(),
+                Nginx(config, stack.config.data_dir / "media", edge_secret=stack.edge_secret).command(),
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
         try:

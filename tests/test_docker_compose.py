@@ -107,8 +107,7 @@ def test_every_service_runs_in_replicas_with_redis() -> None:
     for name in PYTHON_SERVICES:
         assert SERVICES[name]["deploy"]["replicas"] == f"${{{variables[name]}_INSTANCES:-2}}"
         assert interpolate(SERVICES[name]["deploy"]["replicas"], {}) == "2"
-        env = {"POSTGRES_PASSWORD": "x", "MINIO_ROOT_PASSWORD": "y"}
-        assert service_env(name, env)["REDIS_URL"] == "redis://redis:6379/0"
+        assert service_env(name, REQUIRED_ENV)["REDIS_URL"] == "redis://redis:6379/0"
         assert SERVICES[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     redis = SERVICES["redis"]
     assert redis["image"] == "redis:7"
@@ -248,6 +247,21 @@ REQUIRED_ENV = {
     "POSTGRES_PASSWORD": "pw-from-env",
     "MINIO_ROOT_PASSWORD": "minio-pw",
     "GRAFANA_ADMIN_PASSWORD": "grafana-pw",
+    # The trust boundary (common/boundary.py) and each service's database role.
+    "EDGE_SECRET": "edge-secret-from-env",
+    "SERVICE_SECRET": "service-secret-from-env",
+    "USERS_DB_PASSWORD": "users-db-pw",
+    "AUTH_DB_PASSWORD": "auth-db-pw",
+    "CHAT_DB_PASSWORD": "chat-db-pw",
+    "GATEWAY_DB_PASSWORD": "gateway-db-pw",
+    "EVENTS_DB_PASSWORD": "events-db-pw",
+}
+DATABASE_ROLES = {
+    "users": ("chat_users", "users-db-pw"),
+    "auth": ("chat_auth", "auth-db-pw"),
+    "private_chat": ("chat_private_chat", "chat-db-pw"),
+    "gateway": ("chat_gateway", "gateway-db-pw"),
+    "events": ("chat_events", "events-db-pw"),
 }
 
 
@@ -320,8 +334,31 @@ def settings_for(name: str, compose_env: dict[str, str]) -> Any:
 def test_settings_validate_in_production_from_compose(name: str, compose_env: dict[str, str]) -> None:
     settings = settings_for(name, compose_env)
     assert settings.is_production
-    if hasattr(settings, "database_url"):
-        assert settings.database_url == "postgresql://chat:pw-from-env@postgres:5432/chat"
+    assert settings.edge_secret_value() == "edge-secret-from-env"
+    assert settings.service_secret_value() == "service-secret-from-env"
+    if name in DATABASE_ROLES:
+        # Each service as its own role, never the superuser (ops/postgres/init-roles.sh).
+        role, password = DATABASE_ROLES[name]
+        assert settings.database_url == f"postgresql://{role}:{password}@postgres:5432/chat"
+    else:
+        assert "DATABASE_URL" not in service_env(name, compose_env)
+
+
+def test_the_database_roles_match_devstacks() -> None:
+    """compose's init script makes exactly the roles, memberships and schemas devstack does."""
+    from devstack.roles import CONTRACT_READERS, SERVICE_ROLES
+
+    script = (REPO_ROOT / "ops" / "postgres" / "init-roles.sh").read_text()
+    for reader in CONTRACT_READERS:
+        assert f"CREATE ROLE {reader} NOLOGIN;" in script
+    for item in SERVICE_ROLES:
+        assert f"CREATE ROLE {item.role} LOGIN PASSWORD" in script
+        if item.schema:
+            assert f"CREATE SCHEMA {item.schema} AUTHORIZATION {item.role};" in script
+        for reader in item.reads:
+            grant = next(line for line in script.splitlines() if line.startswith(f"GRANT {reader} TO"))
+            assert item.role in grant.replace(",", " ").replace(";", " ").split()
+    assert "--auth-local=scram-sha-256" in SERVICES["postgres"]["environment"]["POSTGRES_INITDB_ARGS"]
 
 
 def test_service_urls_point_at_compose_services(compose_env: dict[str, str]) -> None:
@@ -343,7 +380,7 @@ def test_nginx_container_renders_a_valid_config(tmp_path: Path) -> None:
         assert upstream in script
         assert upstream.split(":")[0] in SERVICES
     # The events location is rendered because compose gives nginx its upstream.
-    assert service_env("nginx", {})["EVENTS_UPSTREAMS"] == "events:8000"
+    assert service_env("nginx", REQUIRED_ENV)["EVENTS_UPSTREAMS"] == "events:8000"
     local = (
         script.replace("/etc/nginx/chat-template", str(REPO_ROOT / "nginx"))
         .replace("prefix=/etc/nginx/chat", f"prefix={tmp_path}")
@@ -360,6 +397,7 @@ def test_nginx_container_renders_a_valid_config(tmp_path: Path) -> None:
         "PRIVATE_CHAT_UPSTREAMS": "127.0.0.1:4",
         "QR_WS_UPSTREAMS": "127.0.0.1:5 127.0.0.1:6",
         "MEDIA_UPSTREAM": "http://127.0.0.1:7/avatars/",
+        "EDGE_SECRET": "edge-secret-from-env",
     }
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     # Without the events service its location is left out (its upstream does not exist); with it,
@@ -403,7 +441,9 @@ def test_nginx_defaults_have_one_definition(tmp_path: Path) -> None:
         ({"LOGIN_RATE_LIMIT": "7r/s"}, "7r/s"),
     ):
         subprocess.run(
-            ["sh", str(tmp_path / "render.sh")], check=True, env={"PATH": os.environ["PATH"], **override}
+            ["sh", str(tmp_path / "render.sh")],
+            check=True,
+            env={"PATH": os.environ["PATH"], "EDGE_SECRET": REQUIRED_ENV["EDGE_SECRET"], **override},
         )
         rendered = (tmp_path / "nginx.conf").read_text()
         assert f"zone=login:10m rate={rate}" in rendered, override

@@ -19,6 +19,7 @@ import httpx
 import jwt
 import pytest
 import redis.asyncio as aioredis
+import trusted
 from events_client import EventsClient
 from polite_client import post_retrying
 
@@ -70,6 +71,8 @@ async def clients() -> AsyncIterator[Callable[..., Awaitable[EventsClient]]]:
     opened: list[EventsClient] = []
 
     async def connect(url: str, **kwargs: Any) -> EventsClient:
+        # Straight to an instance, as nginx connects (nginx overwrites the header on its own path).
+        kwargs.setdefault("additional_headers", trusted.edge_headers())
         client = await EventsClient.connect(url, **kwargs)
         opened.append(client)
         return client
@@ -682,12 +685,17 @@ def unread_websocket(port: int, path: str) -> socket.socket:
     sock.sendall(
         (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            # Straight to the instance, as nginx connects (common/boundary.py).
+            + "".join(f"{name}: {value}\r\n" for name, value in trusted.edge_headers().items())
+            + "\r\n"
         ).encode()
     )
     received = b""
     while b"heartbeat_interval" not in received:  # the 101, then HELLO
-        received += sock.recv(4096)
+        chunk = sock.recv(4096)
+        assert chunk, f"the instance closed the handshake: {received[:200]!r}"
+        received += chunk
     return sock
 
 
@@ -709,7 +717,7 @@ async def test_a_client_that_does_not_read_is_closed_past_its_queue_and_can_resu
     sock = await asyncio.to_thread(unread_websocket, port, "/events/")
     identify = json.dumps({"op": 2, "d": {"token": bob.token}})
     await asyncio.to_thread(sock.sendall, masked_text_frame(identify))
-    async with httpx.AsyncClient() as http:
+    async with trusted.internal_client() as http:
         url = stats_url(stack, "events2")
         deadline = time.monotonic() + 15
         while (await http.get(url)).json()["sessions"] == 0:
@@ -758,7 +766,7 @@ async def test_sessions_opened_and_dropped_leave_nothing_behind(
     async def one(index: int) -> None:
         url = instance_urls["events1" if index % 2 else "events2"]
         async with limit:
-            client = await EventsClient.connect(url)
+            client = await EventsClient.connect(url, additional_headers=trusted.edge_headers())
             ready = await client.identify(users[index % len(users)].token)
             session_ids.append(ready["d"]["session_id"])
             if index % 3 == 0:
@@ -768,7 +776,7 @@ async def test_sessions_opened_and_dropped_leave_nothing_behind(
 
     await asyncio.gather(*(one(i) for i in range(500)))
     assert len(session_ids) == 500
-    async with httpx.AsyncClient() as http:
+    async with trusted.internal_client() as http:
         for name in ("events1", "events2"):
             deadline = time.monotonic() + 15
             while True:
@@ -795,6 +803,8 @@ def test_the_service_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[1] / "events_service" / "README.md").read_text()
     shared = {"environment", "log_level", "log_format", "database_url", "db_pool_size",
               "db_connect_timeout_seconds", "db_statement_timeout_seconds", "token_issuer",
-              "token_audience", "redis_url", "instance_id"}  # fmt: skip
+              "token_audience", "redis_url", "instance_id",
+              # The trust boundary's, read by every service (README: Security).
+              "edge_secret", "edge_secret_file", "service_secret", "service_secret_file"}  # fmt: skip
     for name in set(EventsSettings.model_fields) - shared:
         assert f"EVENTS_{name.upper().removesuffix('_FILE')}" in readme, name

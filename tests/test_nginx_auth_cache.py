@@ -43,7 +43,7 @@ def cached_url(stack: Stack) -> Iterator[str]:
     assert config.status_port not in (0, stack.config.status_port)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NGINX_AUTH_CACHE_SECONDS", str(CACHE_SECONDS))
-        command = Nginx(config, stack.config.data_dir / "media").command()
+        command = Nginx(config, stack.config.data_dir / "media", edge_secret=stack.edge_secret).command()
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{config.http_port}"
     try:

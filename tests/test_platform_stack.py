@@ -20,6 +20,7 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
+import trusted
 
 from devstack import Stack, StackConfig
 from devstack.__main__ import banner
@@ -271,7 +272,7 @@ async def test_a_killed_instance_comes_back_by_itself(
     async with httpx.AsyncClient(timeout=30) as direct:
         response = await direct.get(
             f"{stack.instance_url('private_chat1')}/private/{chat_id}/messages/",
-            headers={"X-User-Id": str(user.id)},
+            headers={"X-User-Id": str(user.id), **trusted.edge_headers()},
         )
     assert response.status_code == 200
     assert (await api.get(f"/private/{chat_id}/messages/", headers=user.headers)).status_code == 200

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trusted
 from polite_client import send_retrying
 from qr_client import hub_client, new_client_id, next_op
 from websockets.asyncio.client import ClientConnection, connect
@@ -46,7 +47,7 @@ async def refused(url: str) -> tuple[dict[str, Any], int | None]:
 
 async def totals(instances: dict[str, str]) -> tuple[int, int]:
     hubs = clients = 0
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with trusted.internal_client(timeout=10) as http:
         for url in instances.values():
             stats = (await http.get(f"{url}/internal/stats")).json()
             hubs += stats["hubs"]
@@ -65,7 +66,7 @@ async def settle(instances: dict[str, str], expected: tuple[int, int] = (0, 0)) 
 
 
 async def instance_of(instances: dict[str, str], client_id: str) -> str | None:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with trusted.internal_client(timeout=10) as http:
         for name, url in instances.items():
             if (await http.get(f"{url}/internal/hubs", params={"client_id": client_id})).status_code == 200:
                 return name
@@ -84,7 +85,7 @@ async def test_a_third_client_is_refused(ws_url: str, instances: dict[str, str])
             assert await next_op(ws) == {"op": "heartbeat_ack"}
         name = await instance_of(instances, client_id)
         assert name is not None
-        async with httpx.AsyncClient() as http:
+        async with trusted.internal_client() as http:
             hub = (await http.get(f"{instances[name]}/internal/hubs", params={"client_id": client_id})).json()
         assert hub["clients"] == 2
 

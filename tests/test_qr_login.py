@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import trusted
 from polite_client import send_retrying
 from qr_client import hub_client, new_client_id, next_op
 from websockets.asyncio.client import ClientConnection
@@ -35,7 +36,7 @@ async def close_code(ws: ClientConnection) -> int | None:
 async def instance_of(instances: dict[str, str], client_id: str) -> tuple[str, int]:
     """Which instance holds the hub `client_id`, and how many clients it has there."""
     found = []
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with trusted.internal_client(timeout=10) as http:
         for name, url in instances.items():
             response = await http.get(f"{url}/internal/hubs", params={"client_id": client_id})
             if response.status_code == 200:
@@ -65,7 +66,7 @@ async def client_ids_per_instance(ws_url: str, instances: dict[str, str]) -> dic
 
 
 async def hub_freed(instance_url: str, client_id: str) -> bool:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with trusted.internal_client(timeout=10) as http:
         for _ in range(100):
             response = await http.get(f"{instance_url}/internal/hubs", params={"client_id": client_id})
             if response.status_code == 404:

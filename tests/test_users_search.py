@@ -6,6 +6,7 @@ import uuid
 import asyncpg
 import httpx
 import pytest
+import trusted
 
 from users_service.repository import SEARCH_SQL, prefix_bounds
 
@@ -212,7 +213,7 @@ async def test_internal_create_accepts_only_web_avatar_urls(stack, api, make_use
     internal = f"http://127.0.0.1:{stack.config.service_ports['users']}/internal/users"
     user_id = FAR_ID + uuid.uuid4().int % 10**12
     name = fresh_prefix()
-    async with httpx.AsyncClient(timeout=30) as direct:
+    async with trusted.internal_client(timeout=30) as direct:
         for bad in ("javascript:alert(1)", "/relative.png", "ftp://example.com/a.png"):
             refused = await direct.put(f"{internal}/{user_id}", json={"username": name, "avatar_url": bad})
             assert refused.status_code == 422, bad

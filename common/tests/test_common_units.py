@@ -127,6 +127,17 @@ def test_production_refuses_placeholder_secrets(monkeypatch: pytest.MonkeyPatch)
     from gateway.settings import GatewaySettings
 
     monkeypatch.setenv("ENVIRONMENT", "production")
+    # The trust boundary's secrets, every service's (common/boundary.py): required in production.
+    for name in ("EDGE_SECRET", "SERVICE_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(f"{name}_FILE", raising=False)
+    with pytest.raises(ValidationError, match="EDGE_SECRET, SERVICE_SECRET"):
+        GatewaySettings()
+    monkeypatch.setenv("EDGE_SECRET", "short")
+    monkeypatch.setenv("SERVICE_SECRET", "a-real-random-service-secret-0123456789")
+    with pytest.raises(ValidationError, match="EDGE_SECRET must be at least 16 characters"):
+        GatewaySettings()
+    monkeypatch.setenv("EDGE_SECRET", "a-real-random-edge-secret-0123456789")
     monkeypatch.setenv("AUTH_QR_TICKET_KEY", "a-real-random-ticket-secret-0123456789")
     monkeypatch.setenv("AUTH_JWT_PRIVATE_KEY", "change-me")
     with pytest.raises(ValidationError, match="AUTH_JWT_PRIVATE_KEY"):

@@ -20,6 +20,7 @@ from auth_service.yandex.client import yandex_http_client
 from auth_service.yandex.routes import router as yandex_router
 from auth_service.yandex.service import build_yandex_auth
 from common.app import build_app
+from common.boundary import service_headers
 from common.db import make_engine
 from common.health import Readiness, engine_check
 from common.logs import configure_logging
@@ -44,7 +45,11 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         )
         timeout = httpx.Timeout(settings.internal_timeout_seconds)
         yandex_http = yandex_http_client(settings)
-        async with httpx.AsyncClient(base_url=settings.users_service_url, timeout=timeout) as users_http:
+        async with httpx.AsyncClient(
+            base_url=settings.users_service_url,
+            timeout=timeout,
+            headers=service_headers(settings.service_secret_value()),
+        ) as users_http:
             accounts = AccountService(
                 engine=engine,
                 passwords=Passwords(
@@ -89,5 +94,6 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         prefix="/auth",
         description="Registration, log-in, access tokens, Yandex ID and QR tickets.",
         lifespan=lifespan,
+        settings=settings,
         routers=[router, qr_router, qr_internal_router, yandex_router],
     )

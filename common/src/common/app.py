@@ -1,20 +1,23 @@
 """The FastAPI shell every service shares: docs under its own prefix, /healthz, errors, logs."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.middleware import Middleware
 from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
 
+from common.boundary import TrustBoundary
 from common.errors import AnswerUnexpectedErrors, install_error_handlers
 from common.health import Readiness
 from common.input_guard import RejectUnstorableInput
 from common.logs import AccessLogMiddleware
 from common.metrics import MetricsMiddleware, metrics_response
+from common.settings import BaseServiceSettings
 
 # Where nginx serves the Swagger UI and ReDoc files (web/docs-assets/): no page loads a CDN.
 DOCS_ASSETS = "/docs-assets"
@@ -40,8 +43,12 @@ def build_app(
     routers: list[APIRouter] | tuple[APIRouter, ...] = (),
     description: str = "",
     version: str = "0.1.0",
+    settings: BaseServiceSettings | None = None,
+    middleware: Sequence[Middleware] = (),
 ) -> FastAPI:
-    """`prefix` is the path nginx routes to the service (e.g. "/users"); docs live beneath it."""
+    """`prefix` is the path nginx routes to the service (e.g. "/users"); docs live beneath it.
+    `settings` give the trust boundary's secrets; `middleware` runs inside the boundary (a fast
+    path answered below the framework must not answer a caller the boundary refuses)."""
     app = FastAPI(
         title=title,
         description=description,
@@ -80,6 +87,14 @@ def build_app(
     app.add_middleware(RejectUnstorableInput)
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(MetricsMiddleware)
+    for item in middleware:
+        app.add_middleware(item.cls, *item.args, **item.kwargs)
+    # Outermost: nothing below it sees a request that did not come through nginx or a service.
+    app.add_middleware(
+        TrustBoundary,
+        edge_secret=settings.edge_secret_value() if settings else None,
+        service_secret=settings.service_secret_value() if settings else None,
+    )
 
     # Probes and metrics live outside the service's prefix: nginx never routes them.
     @app.get("/healthz", include_in_schema=False)

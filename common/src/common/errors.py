@@ -73,6 +73,18 @@ class NotAuthenticated(AppError):
     default_headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": "Bearer"}
 
 
+class UntrustedCaller(AppError):
+    """A request that did not come through nginx (or, for /internal/, from a service): a local
+    process talking to a service's port directly (common.boundary)."""
+
+    status_code = 403
+    code = "untrusted_caller"
+    message = Message(
+        "Not allowed: this address serves the stack's nginx and services only",
+        "Запрещено: этот адрес обслуживает только nginx и сервисы стека",
+    )
+
+
 class InvalidToken(AppError):
     status_code = 401
     code = "invalid_token"

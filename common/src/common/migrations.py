@@ -31,8 +31,13 @@ def run_service_migrations(*, schema: str, metadata: MetaData) -> None:
         return True
 
     def do_run(connection: Connection) -> None:
-        # The version table lives in the service's schema, so the schema must exist first.
-        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        # The version table lives in the service's schema, so the schema must exist first. A
+        # service's own role finds it made for it (and owns it); it may not create schemas.
+        exists = connection.execute(
+            text("SELECT 1 FROM pg_namespace WHERE nspname = :schema"), {"schema": schema}
+        ).first()
+        if exists is None:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
         connection.commit()
         context.configure(
             connection=connection,

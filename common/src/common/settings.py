@@ -25,10 +25,36 @@ class BaseServiceSettings(BaseSettings):
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
     log_format: str = Field(default="json", validation_alias=AliasChoices("LOG_FORMAT"))
+    # The trust boundary (common.boundary): nginx proves itself with the edge secret, services
+    # calling each other's /internal/ routes with the service secret. Inline or from a file.
+    edge_secret: str | None = Field(default=None, repr=False, validation_alias="EDGE_SECRET")
+    edge_secret_file: Path | None = Field(default=None, validation_alias="EDGE_SECRET_FILE")
+    service_secret: str | None = Field(default=None, repr=False, validation_alias="SERVICE_SECRET")
+    service_secret_file: Path | None = Field(default=None, validation_alias="SERVICE_SECRET_FILE")
 
     @property
     def is_production(self) -> bool:
         return self.environment is Environment.production
+
+    def edge_secret_value(self) -> str | None:
+        return _stripped(read_secret(self.edge_secret, self.edge_secret_file))
+
+    def service_secret_value(self) -> str | None:
+        return _stripped(read_secret(self.service_secret, self.service_secret_file))
+
+    @model_validator(mode="after")
+    def _boundary_secrets(self) -> "BaseServiceSettings":
+        edge, service = self.edge_secret_value(), self.service_secret_value()
+        refuse_placeholder(self, EDGE_SECRET=edge, SERVICE_SECRET=service)
+        for name, value in (("EDGE_SECRET", edge), ("SERVICE_SECRET", service)):
+            if value is not None and len(value) < 16:
+                raise ValueError(f"{name} must be at least 16 characters")
+        return self
+
+
+def _stripped(value: str | None) -> str | None:
+    value = value.strip() if value is not None else None
+    return value or None
 
 
 class DatabaseSettings(BaseServiceSettings):

@@ -18,9 +18,15 @@ def migrations() -> list[str]:
     return [spec.package for spec in present_services() if spec.migrations]
 
 
-def migrate(database_url: str, on_done: Callable[[str, float], None] | None = None) -> None:
-    env = {**os.environ, "DATABASE_URL": database_url}
+def migrate(
+    database_url: str,
+    on_done: Callable[[str, float], None] | None = None,
+    urls: dict[str, str] | None = None,
+) -> None:
+    """`urls` maps a package to the URL its migrations run with (its own role, which owns its
+    schema); a package not in it uses `database_url`."""
     for package in migrations():
+        env = {**os.environ, "DATABASE_URL": (urls or {}).get(package, database_url)}
         started = time.monotonic()
         result = subprocess.run(
             [sys.executable, "-m", "alembic", "-c", str(REPO_ROOT / package / "alembic.ini"),

@@ -50,6 +50,11 @@ def render(template: str, values: dict[str, str]) -> str:
 # Passive health checks: one failed attempt (refused, timed out, 502/503) takes an instance out
 # for this long; then one request tries it again (and goes on to the next instance if it fails).
 FAIL_TIMEOUT_SECONDS = 2
+# How long after an instance answers again until every nginx worker sends to it: fail_timeout is
+# compared with nginx's cached clock, which counts whole seconds, so a failure at 12.9 keeps the
+# instance out until 15.0, not 14.9 (a rolling restart that waited fail_timeout + 0.5 s stopped the
+# next instance while a worker still had none to send to: "no live upstreams", 503).
+NGINX_TAKES_BACK_SECONDS = FAIL_TIMEOUT_SECONDS + 1.5
 FAIL_TIMEOUT = f"{FAIL_TIMEOUT_SECONDS}s"
 # Below uvicorn's 5 s keep-alive: nginx closes an idle upstream connection before the service
 # does, so it never sends a request down a connection that is being closed.
@@ -97,8 +102,11 @@ def internal_server(spec: ServiceDef, port: int) -> str:
 
 
 class Nginx:
-    def __init__(self, config: StackConfig, media_root: Path, shared_root: Path | None = None) -> None:
+    def __init__(
+        self, config: StackConfig, media_root: Path, shared_root: Path | None = None, *, edge_secret: str
+    ) -> None:
         self.config = config
+        self.edge_secret = edge_secret
         self.prefix = config.data_dir / "nginx"
         self.media_root = media_root
         # What the workers (nobody, as root) read or write: somewhere that user can reach.
@@ -141,6 +149,7 @@ class Nginx:
             "UPSTREAMS": "\n".join(upstreams),
             "INTERNAL_SERVERS": "\n".join(internal),
             "STATUS_LISTEN": f"127.0.0.1:{self.config.status_port}",
+            "EDGE_SECRET": self.edge_secret,
         }
         for include in INCLUDES:
             (self.prefix / include).write_text((NGINX_DIR / include).read_text())
@@ -167,7 +176,11 @@ class Nginx:
             if source.exists():
                 (locations / source.name).write_text(render(source.read_text(), values))
         config_path = self.prefix / "nginx.conf"
-        config_path.write_text(render(TEMPLATE.read_text(), values))
+        # It holds the edge secret: readable by nginx's master (this user) only.
+        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(render(TEMPLATE.read_text(), values))
+        config_path.chmod(0o600)
         return config_path
 
     def command(self) -> list[str]:

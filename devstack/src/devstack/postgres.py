@@ -1,4 +1,9 @@
-"""A private PostgreSQL cluster (used when DATABASE_URL is not given)."""
+"""A private PostgreSQL cluster (used when DATABASE_URL is not given).
+
+Every connection needs a password (scram-sha-256), over TCP and over the local socket alike: an
+OS user on the machine gets nothing without one. The superuser's password is generated into the
+cluster's folder on first start (readable by the user running devstack only); the services get
+their own roles (devstack.roles)."""
 
 import asyncio
 import os
@@ -12,9 +17,22 @@ import asyncpg
 
 from devstack.config import free_port, port_is_free
 from devstack.errors import StackError
+from devstack.keys import ensure_secret
+from devstack.roles import ensure_roles
 from devstack.system import find_postgres_bindir, is_root
 
 DATABASE_NAME = "chat"
+SUPERUSER = "postgres"
+# Written last by the first start that secured the cluster (a cluster made by an older devstack
+# trusted every local connection: its first start here sets the password, then requires it).
+SECURED_MARKER = "scram"
+HBA = """# Written by devstack: a password (scram-sha-256) for every connection, the local socket too.
+local   all             all                                     scram-sha-256
+host    all             all             127.0.0.1/32            scram-sha-256
+host    all             all             ::1/128                 scram-sha-256
+local   replication     all                                     scram-sha-256
+host    replication     all             127.0.0.1/32            scram-sha-256
+"""
 
 
 class PrivatePostgres:
@@ -33,10 +51,20 @@ class PrivatePostgres:
             # The remembered port was taken by something else meanwhile: any free one will do.
             self.port = free_port()
         self.bindir = find_postgres_bindir()
+        self.password_file = root / "superuser.password"
+
+    @property
+    def password(self) -> str:
+        return ensure_secret(self.password_file).read_text().strip()
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE_NAME}"
+        """The superuser's URL (migrations of tests' own databases, checks, the role set-up)."""
+        return self.url_for(SUPERUSER, self.password)
+
+    def url_for(self, role: str, password: str) -> str:
+        # Passwords are url-safe base64 (devstack.keys.ensure_secret): nothing to escape.
+        return f"postgresql://{role}:{password}@127.0.0.1:{self.port}/{DATABASE_NAME}"
 
     @property
     def initialised(self) -> bool:
@@ -80,11 +108,34 @@ class PrivatePostgres:
         self._prepare_dirs()
         if self.data.exists():
             shutil.rmtree(self.data)
-        self._run(
-            "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-            "--no-locale", "--no-instructions",
-            what="creating the cluster (initdb)",
-        )  # fmt: skip
+        (self.root / SECURED_MARKER).unlink(missing_ok=True)
+        # initdb reads the password from a file its user (postgres, under root) can read; it is
+        # removed as soon as initdb is done.
+        pwfile = self.root / "initdb.pw"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(self.password + "\n")
+        if is_root():
+            owner = pwd.getpwnam("postgres")
+            os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+        try:
+            self._run(
+                "initdb", "-D", str(self.data), "-U", SUPERUSER, "-A", "scram-sha-256",
+                f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale", "--no-instructions",
+                what="creating the cluster (initdb)",
+            )  # fmt: skip
+        finally:
+            pwfile.unlink(missing_ok=True)
+        self._write_hba()
+        (self.root / SECURED_MARKER).write_text("scram-sha-256\n")
+
+    def _write_hba(self) -> None:
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(HBA)
+        if is_root():
+            owner = pwd.getpwnam("postgres")
+            os.chown(hba, owner.pw_uid, owner.pw_gid)
+        hba.chmod(0o600)
 
     def start(self) -> str:
         self._prepare_dirs()
@@ -92,8 +143,37 @@ class PrivatePostgres:
             self.initialise()
         self._start_server()
         self.port_file.write_text(str(self.port))
+        if not (self.root / SECURED_MARKER).exists():
+            asyncio.run(self._secure_older_cluster())
         asyncio.run(self._ensure_database())
         return self.url
+
+    async def _secure_older_cluster(self) -> None:
+        """A cluster an older devstack made with `trust`: give the superuser its password, then
+        require passwords from now on."""
+        conn = await asyncpg.connect(
+            host="127.0.0.1", port=self.port, user=SUPERUSER, password=self.password, database="postgres"
+        )
+        try:
+            literal = "'" + self.password.replace("'", "''") + "'"
+            await conn.execute(f"ALTER ROLE {SUPERUSER} PASSWORD {literal}")
+            self._write_hba()
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
+        (self.root / SECURED_MARKER).write_text("scram-sha-256\n")
+
+    def ensure_service_roles(self, passwords: dict[str, str]) -> None:
+        """Each service's own role (devstack.roles), with these passwords."""
+
+        async def run() -> None:
+            conn = await asyncpg.connect(self.url)
+            try:
+                await ensure_roles(conn, DATABASE_NAME, passwords)
+            finally:
+                await conn.close()
+
+        asyncio.run(run())
 
     def _start_server(self) -> None:
         options = [
@@ -112,7 +192,9 @@ class PrivatePostgres:
         )  # fmt: skip
 
     async def _ensure_database(self) -> None:
-        conn = await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", database="postgres")
+        conn = await asyncpg.connect(
+            host="127.0.0.1", port=self.port, user=SUPERUSER, password=self.password, database="postgres"
+        )
         try:
             exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE_NAME)
             if not exists:

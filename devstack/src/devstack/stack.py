@@ -29,9 +29,10 @@ from devstack.console import Console
 from devstack.errors import StackError
 from devstack.keys import ensure_secret, ensure_signing_keys
 from devstack.migrations import MigrationError, migrate
-from devstack.nginx import FAIL_TIMEOUT_SECONDS, Nginx
+from devstack.nginx import NGINX_TAKES_BACK_SECONDS, Nginx
 from devstack.postgres import PrivatePostgres
 from devstack.redis import PrivateRedis, redis_ping
+from devstack.roles import SERVICE_ROLES
 from devstack.system import is_root, user_can_enter
 
 # Where a root user's stack keeps what other system users must reach (the PostgreSQL cluster,
@@ -103,6 +104,8 @@ class Stack:
         self.postgres: PrivatePostgres | None = None
         self.redis: PrivateRedis | None = None
         self.database_url = config.database_url
+        # Each service's own role on the private cluster (devstack.roles); empty with DATABASE_URL.
+        self.service_database_urls: dict[str, str] = {}
         self.redis_url = config.redis_url
         self.shared_dir = config.data_dir
         self._lock = threading.RLock()
@@ -134,6 +137,11 @@ class Stack:
             env.setdefault("GATEWAY_JWT_PUBLIC_KEY_FILE", str(public_path))
         if not (env.get("AUTH_QR_TICKET_KEY") or env.get("AUTH_QR_TICKET_KEY_FILE")):
             env["AUTH_QR_TICKET_KEY_FILE"] = str(ensure_secret(keys / "qr_ticket.key"))
+        # The trust boundary's secrets (common/boundary.py): nginx's, and the services' own.
+        if not (env.get("EDGE_SECRET") or env.get("EDGE_SECRET_FILE")):
+            env["EDGE_SECRET_FILE"] = str(ensure_secret(keys / "edge.secret"))
+        if not (env.get("SERVICE_SECRET") or env.get("SERVICE_SECRET_FILE")):
+            env["SERVICE_SECRET_FILE"] = str(ensure_secret(keys / "service.secret"))
         internal = self.config.internal_ports
         env.setdefault("AUTH_USERS_SERVICE_URL", f"http://127.0.0.1:{internal['users']}")
         env.setdefault("QR_AUTH_SERVICE_URL", f"http://127.0.0.1:{internal['auth']}")
@@ -144,6 +152,29 @@ class Stack:
             # Readable lines on a terminal; JSON lines in files and pipes.
             env["LOG_FORMAT"] = "text" if self.foreground and sys.stdout.isatty() else "json"
         return env
+
+    @property
+    def edge_secret(self) -> str:
+        """What nginx sends every service (X-Edge-Token)."""
+        return _secret(self._service_env(), "EDGE_SECRET")
+
+    @property
+    def service_secret(self) -> str:
+        """What a service sends another's /internal/ routes (X-Service-Token)."""
+        return _secret(self._service_env(), "SERVICE_SECRET")
+
+    def _database_role_urls(self) -> None:
+        """Each service's role on the private cluster, created (or its password set) now."""
+        assert self.postgres is not None
+        keys = self.config.data_dir / "keys"
+        passwords = {
+            item.service: ensure_secret(keys / f"db_{item.service}.password").read_text().strip()
+            for item in SERVICE_ROLES
+        }
+        self.postgres.ensure_service_roles(passwords)
+        self.service_database_urls = {
+            item.service: self.postgres.url_for(item.role, passwords[item.service]) for item in SERVICE_ROLES
+        }
 
     @property
     def media_root(self) -> Path:
@@ -183,6 +214,8 @@ class Stack:
             for instance in self.config.instances_of(spec.name):
                 port = self.config.ports[instance]
                 instance_env = {**env, "INSTANCE_ID": instance}
+                if spec.name in self.service_database_urls:
+                    instance_env["DATABASE_URL"] = self.service_database_urls[spec.name]
                 if spec.name == "qr_ws":
                     instance_env["QR_INSTANCE_ID"] = instance
                 items.append(
@@ -247,6 +280,11 @@ class Stack:
             migrate(
                 self.database_url or "",
                 lambda package, seconds: self.console.step_detail(f"{package} at head ({seconds:.1f} s)"),
+                urls={
+                    spec.package: self.service_database_urls[spec.name]
+                    for spec in self.config.services()
+                    if spec.name in self.service_database_urls
+                },
             )
         except MigrationError as exc:
             raise StackError(str(exc)) from exc
@@ -314,6 +352,7 @@ class Stack:
             self.postgres.initialise()
         self.console.step("PostgreSQL", f"starting on port {self.postgres.port}")
         self.database_url = self.postgres.start()
+        self._database_role_urls()
         self._write_state()
 
     def _start_redis(self) -> None:
@@ -346,7 +385,7 @@ class Stack:
 
     def _start_nginx(self, timeout: float) -> None:
         # Only now that every instance answers: nginx's port opens on a ready stack.
-        nginx = Nginx(self.config, self.media_root, self.shared_dir / "nginx")
+        nginx = Nginx(self.config, self.media_root, self.shared_dir / "nginx", edge_secret=self.edge_secret)
         port = self.config.http_port
         item = Managed(
             "nginx",
@@ -430,7 +469,10 @@ class Stack:
             "control": str(self.control_path) if self._control else None,
         }
         temp = self.state_file.with_suffix(".tmp")
-        temp.write_text(json.dumps(state, indent=2))
+        # The database URL carries the superuser's password: for this user's eyes only.
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(json.dumps(state, indent=2))
         temp.replace(self.state_file)
 
     def stop(self) -> None:
@@ -548,7 +590,7 @@ class Stack:
         if behind_nginx:
             # A request that met the stopped instances made nginx leave them out for fail_timeout
             # (when every instance was down, the upstream answers 503 until then).
-            time.sleep(FAIL_TIMEOUT_SECONDS + 0.5)
+            time.sleep(NGINX_TAKES_BACK_SECONDS)
 
     def stop_redis(self) -> None:
         self.stop_service("redis")
@@ -603,7 +645,7 @@ class Stack:
             report(f"{instance}: answering again after {time.monotonic() - started:.1f} s")
             # nginx left the instance out for fail_timeout after its refused connections; stopping
             # the next one before nginx takes this one back would leave no instance to send to.
-            time.sleep(FAIL_TIMEOUT_SECONDS + 0.5)
+            time.sleep(NGINX_TAKES_BACK_SECONDS)
 
     # ---- control socket (`python -m devstack restart <service>`) -------------------------------
     @property
@@ -717,6 +759,11 @@ def stop_from_state(data_dir: Path, timeout: float = 60.0) -> bool:
         PrivatePostgres(Path(str(state["postgres_root"]))).stop()
     (data_dir / "stack.json").unlink(missing_ok=True)
     return True
+
+
+def _secret(env: dict[str, str], name: str) -> str:
+    value = env.get(name) or Path(env[f"{name}_FILE"]).read_text()
+    return value.strip()
 
 
 def _wait_or_kill(item: Managed) -> None:

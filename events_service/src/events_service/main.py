@@ -104,5 +104,6 @@ def create_app(settings: EventsSettings | None = None) -> FastAPI:
         prefix="/events",
         description="The realtime event gateway: a websocket at /events/ (API.md 20).",
         lifespan=lifespan,
+        settings=settings,
         routers=[router, internal_router],
     )

@@ -2,6 +2,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from common.access import AccessCheck, RememberedSignatures
 from common.app import build_app
@@ -50,6 +51,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         description="Verifies access tokens for nginx's auth_request.",
         lifespan=lifespan,
         routers=[router],
+        settings=settings,
+        middleware=[Middleware(FastTokenCheck, path=TOKEN_PATH)],
     )
-    app.add_middleware(FastTokenCheck, path=TOKEN_PATH)
     return app

@@ -87,6 +87,7 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
         prefix="/private",
         description="One-to-one chats and their messages.",
         lifespan=lifespan,
+        settings=settings,
         routers=[router],
     )
     app.add_middleware(RateLimitHeaders)

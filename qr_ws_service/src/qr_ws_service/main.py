@@ -5,6 +5,7 @@ import httpx
 from fastapi import FastAPI
 
 from common.app import build_app
+from common.boundary import service_headers
 from common.health import Readiness
 from common.logs import configure_logging
 from qr_ws_service.auth_client import AuthClient
@@ -23,7 +24,11 @@ def create_app(settings: QrWsSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         timeout = httpx.Timeout(settings.auth_timeout_seconds)
-        async with httpx.AsyncClient(base_url=settings.auth_service_url, timeout=timeout) as auth_http:
+        async with httpx.AsyncClient(
+            base_url=settings.auth_service_url,
+            timeout=timeout,
+            headers=service_headers(settings.service_secret_value()),
+        ) as auth_http:
             yield {
                 "settings": settings,
                 "hubs": HubRegistry(ttl=settings.hub_ttl, max_hubs=settings.max_hubs),
@@ -37,6 +42,7 @@ def create_app(settings: QrWsSettings | None = None) -> FastAPI:
         prefix="/auth_events",
         description="Websocket hubs that carry a QR-login ticket from a phone to a browser.",
         lifespan=lifespan,
+        settings=settings,
         routers=[router, internal_router],
     )
     return app

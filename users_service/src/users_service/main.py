@@ -46,5 +46,6 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
         prefix="/users",
         description="Profiles, username search and avatars.",
         lifespan=lifespan,
+        settings=settings,
         routers=[router, internal],
     )
