@@ -449,7 +449,14 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     script = newest_page_sql(data.big_chat)
                 result = pgbench(
-                    scenario, find_postgres_bindir(), stack.postgres.port, "chat", script, load, work_dir=work
+                    scenario,
+                    find_postgres_bindir(),
+                    stack.postgres.port,
+                    "chat",
+                    script,
+                    load,
+                    work_dir=work,
+                    password=stack.postgres.password,
                 )
             elif scenario == "send_nolimit":
                 send_file = write_requests(work / "send.txt", requests_for(data, "send"))

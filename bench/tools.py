@@ -141,9 +141,19 @@ def wrk(name: str, base_url: str, requests_file: Path, load: Load) -> Result:
 
 
 def pgbench(
-    name: str, bindir: Path, port: int, database: str, script: str, load: Load, *, work_dir: Path
+    name: str,
+    bindir: Path,
+    port: int,
+    database: str,
+    script: str,
+    load: Load,
+    *,
+    work_dir: Path,
+    password: str,
 ) -> Result:
+    """pgbench as the cluster's superuser (every connection needs its password: scram)."""
     work_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PGPASSWORD": password}
     script_file = work_dir / f"{name}.sql"
     script_file.write_text(script)
     base = [
@@ -153,7 +163,7 @@ def pgbench(
     ]  # fmt: skip
     if load.warmup > 0:
         subprocess.run(
-            [*base, "-T", str(max(1, round(load.warmup))), database], check=True, capture_output=True
+            [*base, "-T", str(max(1, round(load.warmup))), database], check=True, capture_output=True, env=env
         )
     with tempfile.TemporaryDirectory(dir=work_dir) as log_dir:
         run = subprocess.run(
@@ -161,6 +171,7 @@ def pgbench(
             capture_output=True,
             text=True,
             check=False,
+            env=env,
         )
         if run.returncode != 0:
             raise RuntimeError(f"pgbench failed for {name}: {run.stdout}\n{run.stderr}")
