@@ -17,7 +17,8 @@ import asyncpg
 import httpx
 import pytest
 
-from common.db import make_pool
+from common.db import close_pool, make_pool
+from devstack.config import free_port
 from devstack.migrations import migrate
 from devstack.postgres import PrivatePostgres
 from private_chat_service.main import create_app
@@ -57,8 +58,16 @@ async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The app over ASGI (no nginx): X-User-Id is whatever a test sends."""
     # Rate limits off: these tests are about the routes (the limits are tested through nginx,
     # tests/test_rate_limits.py, and against Redis, common/tests/test_ratelimit.py).
+    # No relay and no Redis of the machine's: these tests check the outbox rows themselves, and a
+    # Redis on the default port belongs to whoever runs it (a closed port: typing's publish fails
+    # fast and the route answers as it does with Redis down).
     settings = PrivateChatSettings(
-        DATABASE_URL=database_url, LOG_LEVEL="WARNING", SEND_RATE_LIMIT="0", START_CHAT_RATE_LIMIT="0"
+        DATABASE_URL=database_url,
+        LOG_LEVEL="WARNING",
+        SEND_RATE_LIMIT="0",
+        START_CHAT_RATE_LIMIT="0",
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        relay_enabled=False,
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app) as state:
@@ -75,7 +84,7 @@ async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
 async def service(database_url: str) -> AsyncIterator[PrivateChatService]:
     pool = await make_pool(database_url, size=20, application_name="private_chat_tests")
     yield PrivateChatService(pool)
-    await pool.close()
+    await close_pool(pool)
 
 
 # Random per session, so runs against a kept TEST_DATABASE_URL do not collide.

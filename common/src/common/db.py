@@ -225,6 +225,17 @@ async def make_pool(
     return pool
 
 
+async def close_pool(pool: asyncpg.Pool, within_seconds: float = 5.0) -> None:
+    """Close a pool at shutdown without waiting forever: a graceful close waits for every
+    connection to come back, and one a cancelled task still holds would keep the process from
+    exiting; past `within_seconds` the rest are cut."""
+    try:
+        await asyncio.wait_for(pool.close(), within_seconds)
+    except TimeoutError:
+        logger.warning("database pool: connections in use %.0f s into the shutdown; cut", within_seconds)
+        pool.terminate()
+
+
 async def keep_session(connection: asyncpg.Connection) -> None:
     """What a connection going back to the pool needs beyond asyncpg's own clean-up (which rolls
     back a transaction left open): nothing. asyncpg's default also sends `SELECT

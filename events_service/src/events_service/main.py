@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from common.access import AccessCheck, RememberedSignatures
 from common.app import build_app
-from common.db import make_pool
+from common.db import close_pool, make_pool
 from common.events import make_redis
 from common.health import Readiness, database_check
 from common.logs import configure_logging
@@ -97,7 +97,7 @@ def create_app(settings: EventsSettings | None = None) -> FastAPI:
             await hub.stop()
             await redis.aclose()
             await reader_redis.aclose()
-            await pool.close()
+            await close_pool(pool)
 
     return build_app(
         title="Events gateway",

@@ -6,7 +6,7 @@ from starlette.middleware import Middleware
 
 from common.access import AccessCheck, RememberedSignatures
 from common.app import build_app
-from common.db import make_pool
+from common.db import close_pool, make_pool
 from common.health import Readiness, database_check
 from common.logs import configure_logging
 from common.metrics import asyncpg_pool_stats, sampling_pool
@@ -43,7 +43,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                     "readiness": Readiness(database=database_check(pool)),
                 }
         finally:
-            await pool.close()
+            await close_pool(pool)
 
     app = build_app(
         title="Gateway",

@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from common.app import build_app
-from common.db import make_pool
+from common.db import close_pool, make_pool
 from common.events import EventPublisher, make_redis
 from common.health import Readiness, database_check
 from common.logs import configure_logging
@@ -80,7 +80,7 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
             await relay.stop()
             await limiter_redis.aclose()
             await redis.aclose()
-            await pool.close()
+            await close_pool(pool)
 
     app = build_app(
         title="Private chat service",

@@ -45,6 +45,7 @@ class Relay:
         self.poll_seconds = poll_seconds
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def wake(self) -> None:
         """Rows were committed: publish them now rather than at the next poll."""
@@ -55,6 +56,11 @@ class Relay:
 
     async def stop(self) -> None:
         if self._task is not None:
+            # The flag as well as the cancel: on Python 3.11 a cancel that lands as the poll's
+            # timeout fires comes back as that TimeoutError (fixed in 3.12), which the loop
+            # suppresses; the loop then ends at its next turn instead of running forever.
+            self._stopping = True
+            self._wanted.set()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -78,7 +84,7 @@ class Relay:
 
     async def _run(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._stopping:
             # Cleared before the read: a wake during the batch makes the loop look again.
             self._wanted.clear()
             try:
