@@ -46,6 +46,12 @@ class ErrorBody(BaseModel):
     code: str
 
 
+class RetryLaterBody(ErrorBody):
+    """A 429: also the exact wait in seconds (fractional; the Retry-After header rounds it up)."""
+
+    retry_after: float
+
+
 class AppError(Exception):
     """An expected failure a client caused or can act on. Subclasses set the class attributes."""
 
@@ -148,13 +154,15 @@ def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
         by_status.setdefault(error.status_code, []).append(error)
     responses: dict[int | str, dict[str, Any]] = {}
     for status, group in sorted(by_status.items()):
+        retry_later = all(issubclass(error, TooManyRequests) for error in group)
+        extra = {"retry_after": 1.5} if retry_later else {}
         responses[status] = {
-            "model": ErrorBody,
+            "model": RetryLaterBody if retry_later else ErrorBody,
             "description": "; ".join(f"`{error.code}`: {error.message.en}" for error in group),
             "content": {
                 "application/json": {
                     "examples": {
-                        error.code: {"value": {"detail": error.message.en, "code": error.code}}
+                        error.code: {"value": {"detail": error.message.en, "code": error.code, **extra}}
                         for error in group
                     }
                 }
