@@ -210,25 +210,3 @@ def test_outages_are_told_from_other_failures() -> None:
     assert not is_outage(asyncpg.DataError("invalid input for query argument"))
     assert not is_outage(sqlalchemy.exc.DBAPIError("SELECT 1", None, Exception("syntax")))
     assert not is_outage(ValueError("bad"))
-
-
-async def test_a_released_connection_costs_no_reset_statement(postgres: PrivatePostgres) -> None:
-    """One statement on the pool is one statement on the server: returning the connection sends
-    nothing (asyncpg's default sends a reset query on every release), and a transaction left
-    open is still rolled back."""
-    pool = await make_pool(postgres.url, size=1, application_name="reset_probe")
-    admin = await _admin(postgres)
-    try:
-        assert await pool.fetchval("SELECT 41 + 1 AS reset_probe") == 42
-        last = await admin.fetchval(
-            "SELECT query FROM pg_stat_activity WHERE application_name = 'reset_probe'"
-        )
-        assert last == "SELECT 41 + 1 AS reset_probe"
-        connection = await pool.acquire()
-        await connection.execute("BEGIN")
-        await pool.release(connection)
-        async with pool.acquire() as again:
-            assert not again.is_in_transaction()
-    finally:
-        await admin.close()
-        pool.terminate()

@@ -219,7 +219,6 @@ async def make_pool(
         timeout=connect_timeout,
         command_timeout=statement_timeout,
         server_settings={"application_name": application_name},
-        reset=keep_session,
     )
     await pool
     return pool
@@ -234,15 +233,6 @@ async def close_pool(pool: asyncpg.Pool, within_seconds: float = 5.0) -> None:
     except TimeoutError:
         logger.warning("database pool: connections in use %.0f s into the shutdown; cut", within_seconds)
         pool.terminate()
-
-
-async def keep_session(connection: asyncpg.Connection) -> None:
-    """What a connection going back to the pool needs beyond asyncpg's own clean-up (which rolls
-    back a transaction left open): nothing. asyncpg's default also sends `SELECT
-    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release, one more round
-    trip and statement per query on the hot paths; no service sets session state (no LISTEN, no
-    session-level advisory lock or SET, no cursor outside a transaction; timeouts and the
-    application name are connection settings), so there is nothing for it to undo."""
 
 
 class Executor(Protocol):
