@@ -6,6 +6,7 @@ cluster's folder on first start (readable by the user running devstack only); th
 their own roles (devstack.roles)."""
 
 import asyncio
+import contextlib
 import os
 import pwd
 import shutil
@@ -234,9 +235,20 @@ class PrivatePostgres:
 
     def freeze(self) -> None:
         """Every server process stopped (SIGSTOP): connections stay open and new ones are queued by
-        the kernel, but nothing answers, as when the network to the database drops packets."""
-        for pid in self.server_pids():
-            os.kill(pid, signal.SIGSTOP)
+        the kernel, but nothing answers, as when the network to the database drops packets. The
+        postmaster first, so that no backend is forked after the list of its children is read
+        (such a backend went on serving the connection it was started for)."""
+        pids = self.server_pids()
+        if not pids:
+            raise RuntimeError(f"no PostgreSQL server process found for {self.data}")
+        os.kill(pids[0], signal.SIGSTOP)
+        stopped = {pids[0]}
+        for _ in range(3):  # children forked while the postmaster was being stopped
+            for pid in self.server_pids():
+                if pid not in stopped:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGSTOP)
+                    stopped.add(pid)
 
     def thaw(self) -> None:
         for pid in self.server_pids():
