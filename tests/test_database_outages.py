@@ -18,6 +18,10 @@ RECOVERY_SECONDS = 5.0
 # DB_CONNECT_TIMEOUT_SECONDS + DB_STATEMENT_TIMEOUT_SECONDS at their defaults, with room for a
 # loaded machine: no answer may take longer.
 LONGEST_ANSWER_SECONDS = 15.0
+# Longer than the longest a request may legitimately wait before giving up (a connection found dead
+# by its check, then a connect that times out: statement + connect timeouts), so that every request
+# caught by the freeze has to give up rather than outlast it.
+FROZEN_SECONDS = 12.0
 
 
 @dataclass
@@ -128,6 +132,10 @@ def _check(trickle: Trickle, fault_started: float, fault_ended: float) -> list[A
     for answer in answers:
         summary[(answer.what, answer.status)] = summary.get((answer.what, answer.status), 0) + 1
     print(f"\nanswers by kind and status: {sorted(summary.items())}")
+    for a in answers:
+        if a.finished - a.started > 1:
+            took = a.finished - a.started
+            print(f"slow: {a.what} {a.status} at +{a.started - fault_started:.2f} s, took {took:.2f} s")
     bad = [a for a in answers if a.status not in (200, 503)]
     assert bad == [], f"answers other than 200 and 503: {bad}"
     failed = [a for a in answers if a.status == 503]
@@ -177,7 +185,7 @@ async def test_a_frozen_database_gives_503_within_the_timeouts(
     async def frozen_for_a_while() -> None:
         await asyncio.to_thread(stack.freeze_postgres)
         try:
-            await asyncio.sleep(7)
+            await asyncio.sleep(FROZEN_SECONDS)
         finally:
             await asyncio.to_thread(stack.thaw_postgres)
 

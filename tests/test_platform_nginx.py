@@ -119,16 +119,20 @@ async def test_a_request_given_up_on_is_still_logged_as_json(stack: Stack, make_
         await writer.drain()
         writer.transport.abort()  # gone before nginx could answer
     log = stack.config.data_dir / "nginx" / "logs" / "access.log"
+    # A connection cut before nginx read its request leaves no line at all (there was no request):
+    # how many of the 20 are logged depends on timing. Wait until the count stops growing.
     lines: list[str] = []
     for _ in range(50):
-        lines = [line for line in log.read_text(errors="replace").splitlines() if marker in line]
-        if len(lines) == 20:
+        await asyncio.sleep(0.2)
+        found = [line for line in log.read_text(errors="replace").splitlines() if marker in line]
+        if found and len(found) == len(lines):
             break
-        await asyncio.sleep(0.1)
-    assert len(lines) == 20
-    # Logged as 0 (nginx's 000), or 499 when nginx noticed the client leave while proxying.
+        lines = found
+    assert lines, "none of the 20 abandoned requests was logged"
     statuses = [json.loads(line)["status"] for line in lines]
     assert all(isinstance(status, int) for status in statuses), statuses
+    # Logged as 0 (nginx's 000), or 499 when nginx noticed the client leave while proxying.
+    assert any(status in (0, 499) for status in statuses), statuses
 
 
 async def test_every_access_log_line_is_json(api: httpx.AsyncClient, stack: object) -> None:

@@ -184,6 +184,31 @@ async def test_a_frozen_server_times_out_within_the_bounds(pool: Pool, postgres:
     assert await pool.fetchval("SELECT 3") == 3
 
 
+async def test_a_transaction_committed_before_a_freeze_is_not_failed_by_the_reset(
+    pool: Pool, postgres: PrivatePostgres
+) -> None:
+    """A transaction committed, then the server stopped answering before its connection went back
+    to the pool: the reset on release times out after the statement timeout. asyncpg raises that
+    out of the `async with pool.acquire()` block, which answered a committed write as failed; the
+    connection is dropped instead, and the block ends as its statements did."""
+    tag = f"reset-{time.monotonic_ns()}"
+    frozen = False
+    try:
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                await conn.execute("INSERT INTO writes (tag) VALUES ($1)", tag)
+            postgres.freeze()
+            frozen = True
+            started = time.monotonic()
+        elapsed = time.monotonic() - started
+    finally:
+        if frozen:
+            postgres.thaw()
+    assert elapsed < STATEMENT_TIMEOUT + 1.0, elapsed
+    assert await _count(postgres, tag) == 1
+    assert await pool.fetchval("SELECT 4") == 4
+
+
 def test_reads_are_the_statements_that_start_with_select() -> None:
     assert is_read("\n    SELECT id FROM private_chat.chats")
     assert is_read("select 1")

@@ -105,9 +105,25 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no type informa
     Transactions (`acquire()` and `conn.transaction()`) are not retried: their callers decide.
     """
 
-    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, acquire_timeout: float, release_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.acquire_timeout = acquire_timeout
+        self.release_timeout = release_timeout
+
+    async def release(self, connection: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109  (asyncpg's signature)
+        """Give a connection back; its reset is bounded by the statement timeout.
+
+        A reset that fails or times out (the server stopped answering after the caller's last
+        statement) drops the connection, and the pool replaces it on a later acquire. asyncpg
+        raises that failure out of `async with pool.acquire()`, which answered a transaction that
+        had committed as failed; what the caller's statements did stands instead.
+        """
+        try:
+            await super().release(connection, timeout=self.release_timeout if timeout is None else timeout)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            logger.info("a connection failed its reset on release; dropped", extra={"error": repr(exc)})
 
     # Same signatures as asyncpg's (keyword options such as `timeout` pass through).
     async def fetch(self, query: str, *args: Any, **options: Any) -> Any:
@@ -216,6 +232,7 @@ async def make_pool(
         record_class=asyncpg.Record,
         loop=None,
         acquire_timeout=connect_timeout + statement_timeout,
+        release_timeout=statement_timeout,
         timeout=connect_timeout,
         command_timeout=statement_timeout,
         server_settings={"application_name": application_name},
