@@ -17,7 +17,7 @@ down:
 
 # Rolling restart of one service's instances on the running stack: make restart SERVICE=private_chat
 restart:
-	@test -n "$(SERVICE)" || { echo "usage: make restart SERVICE=<name> (gateway, auth, users, private_chat, qr_ws)"; exit 2; }
+	@test -n "$(SERVICE)" || { echo "usage: make restart SERVICE=<name> (gateway, auth, users, private_chat, qr_ws, events)"; exit 2; }
 	@$(PY) -m devstack restart $(SERVICE)
 
 lint: install
@@ -29,11 +29,11 @@ types: install
 test: lint types
 	.venv/bin/pytest
 
-# The HTTP hot paths (bench/run.py), then the event gateway (bench/events.py); results in bench/results/.
 # Schemathesis against every service through nginx, long (make test runs a short pass of it).
 fuzz: install
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} FUZZ_RANDOM=1 .venv/bin/pytest tests/test_fuzz.py -q
 
+# The HTTP hot paths (bench/run.py), then the event gateway (bench/events.py); results in bench/results/.
 bench: install
 	@$(PY) -m bench; http=$$?; $(PY) -m bench.events && exit $$http
 
