@@ -14,7 +14,7 @@ import pytest
 import redis.exceptions
 import sqlalchemy.exc
 
-from common.db import Pool, idempotent_writes, is_read, make_pool
+from common.db import Pool, ReadsOnlyPoolError, idempotent_writes, is_read, make_pool
 from common.outages import is_outage
 from devstack.postgres import PrivatePostgres
 
@@ -235,3 +235,37 @@ def test_outages_are_told_from_other_failures() -> None:
     assert not is_outage(asyncpg.DataError("invalid input for query argument"))
     assert not is_outage(sqlalchemy.exc.DBAPIError("SELECT 1", None, Exception("syntax")))
     assert not is_outage(ValueError("bad"))
+
+
+async def test_a_reads_only_pool_sends_no_reset_and_refuses_writes(
+    pool: Pool, postgres: PrivatePostgres
+) -> None:
+    """One statement on a reads-only pool is one statement on the server (a writing pool sends
+    asyncpg's reset query on every release); a transaction left open is still rolled back, and a
+    statement other than a SELECT is refused before it is sent (`pool` makes the table)."""
+    reading = await make_pool(postgres.url, size=1, application_name="reset_probe", reads_only=True)
+    writing = await make_pool(postgres.url, size=1, application_name="reset_kept")
+    admin = await _admin(postgres)
+
+    async def last_statement(application: str) -> str:
+        query = "SELECT query FROM pg_stat_activity WHERE application_name = $1"
+        return str(await admin.fetchval(query, application))
+
+    try:
+        assert await reading.fetchval("SELECT 41 + 1 AS reset_probe") == 42
+        assert await last_statement("reset_probe") == "SELECT 41 + 1 AS reset_probe"
+        assert await writing.fetchval("SELECT 41 + 1 AS reset_kept") == 42
+        assert "RESET ALL" in await last_statement("reset_kept")
+        connection = await reading.acquire()
+        await connection.execute("BEGIN")
+        await reading.release(connection)
+        async with reading.acquire() as again:
+            assert not again.is_in_transaction()
+        tag = f"reads-only-{time.monotonic_ns()}"
+        with pytest.raises(ReadsOnlyPoolError):
+            await reading.execute("INSERT INTO writes (tag) VALUES ($1)", tag)
+        assert await _count(postgres, tag) == 0
+    finally:
+        await admin.close()
+        reading.terminate()
+        writing.terminate()

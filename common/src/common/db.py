@@ -105,10 +105,13 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no type informa
     Transactions (`acquire()` and `conn.transaction()`) are not retried: their callers decide.
     """
 
-    def __init__(self, *args: Any, acquire_timeout: float, release_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, acquire_timeout: float, release_timeout: float, reads_only: bool, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.acquire_timeout = acquire_timeout
         self.release_timeout = release_timeout
+        self.reads_only = reads_only
 
     async def release(self, connection: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109  (asyncpg's signature)
         """Give a connection back; its reset is bounded by the statement timeout.
@@ -139,6 +142,8 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no type informa
         return await self._run(query, lambda conn: conn.execute(query, *args, **options))
 
     async def _run(self, query: str, statement: Callable[[Any], Awaitable[T]]) -> T:
+        if self.reads_only and not is_read(query):
+            raise ReadsOnlyPoolError(query)
         try:
             return await self._once(statement)
         except _NotSent as failure:
@@ -195,6 +200,14 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no type informa
                 await self.release(conn)
 
 
+class ReadsOnlyPoolError(RuntimeError):
+    """A statement other than a SELECT on a pool made with `reads_only=True` (a programming error:
+    that pool skips the reset that would undo what such a statement leaves behind)."""
+
+    def __init__(self, query: str) -> None:
+        super().__init__(f"a pool made for reads only was given: {query.strip()[:80]!r}")
+
+
 class _NotSent(Exception):
     """The statement never reached the server."""
 
@@ -219,9 +232,20 @@ async def make_pool(
     application_name: str,
     connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
     statement_timeout: float = STATEMENT_TIMEOUT_SECONDS,
+    reads_only: bool = False,
 ) -> Pool:
     """A pool of at most `size` connections. min_size=0: it connects on first use, so a service
-    starts (and answers its liveness check) before the database does."""
+    starts (and answers its liveness check) before the database does.
+
+    `reads_only=True` is for a service whose every statement is one SELECT on the pool (the
+    gateway's token check, the events service's reads): no transaction, no session state, so a
+    connection goes back to the pool without asyncpg's reset query (`SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`), one round trip and four
+    statements fewer per statement; asyncpg still rolls back a transaction found open. Any other
+    statement on such a pool raises `ReadsOnlyPoolError`. Pools that write keep the reset: with it
+    skipped on the chat service, one reliability run found a send acknowledged and not stored,
+    which is not explained (bench/results/README.md).
+    """
     pool = Pool(
         plain_database_url(url),
         min_size=0,
@@ -233,12 +257,19 @@ async def make_pool(
         loop=None,
         acquire_timeout=connect_timeout + statement_timeout,
         release_timeout=statement_timeout,
+        reads_only=reads_only,
+        reset=_nothing_to_undo if reads_only else None,
         timeout=connect_timeout,
         command_timeout=statement_timeout,
         server_settings={"application_name": application_name},
     )
     await pool
     return pool
+
+
+async def _nothing_to_undo(connection: asyncpg.Connection) -> None:
+    """The release hook of a reads-only pool: beyond asyncpg's own clean-up (a transaction left
+    open is rolled back), nothing to reset."""
 
 
 async def close_pool(pool: asyncpg.Pool, within_seconds: float = 5.0) -> None:
