@@ -243,9 +243,9 @@ async def make_pool(
     pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`), one round trip and four
     statements fewer per statement; asyncpg still rolls back a transaction found open. Any other
     statement given to the pool's own `fetch`, `fetchrow`, `fetchval` or `execute` raises
-    `ReadsOnlyPoolError` (a connection taken with `acquire()` is not checked). Pools that write keep the reset: with it
-    skipped on the chat service, one reliability run found a send acknowledged and not stored,
-    which is not explained (bench/results/README.md).
+    `ReadsOnlyPoolError` (a connection taken with `acquire()` is not checked). Pools that write
+    keep the reset: with it skipped on the chat service, one reliability run found a send
+    acknowledged and not stored, which is not explained (bench/results/README.md).
     """
     pool = Pool(
         plain_database_url(url),
