@@ -161,7 +161,7 @@ def requests_for(data: SeedData, scenario: str) -> list[tuple[str, str, str, str
         return [("GET", f"/private/{big}/messages?limit=50&before={cursor}", t, "", "") for t in big_tokens]
     if scenario == "deep_offset":
         return [("GET", f"/private/{big}/messages?limit=50&offset={offset}", t, "", "") for t in big_tokens]
-    if scenario in ("send", "send_nolimit"):
+    if scenario in ("send", "send_nolimit", "send_scraped"):
         body = json.dumps({"text": "a benchmark message of a typical length, say sixty characters"})
         return [
             ("POST", f"/private/add-message/{c}/", f"Bearer {u.token}", "", body) for c, u in data.pair_chats

@@ -16,12 +16,20 @@ from typing import Any
 import asyncpg
 import pytest
 
+from common.access import IS_REVOKED_SQL
+from events_service.repository import READY_SQL
 from private_chat_service.repository import (
+    CHAT_INFO_SQL,
     CHAT_LIST_SQL,
     DELETE_SQL,
     EDIT_SQL,
+    FIRST_OF_NONCE_SQL,
     MEMBER_MESSAGE_SQL,
+    MEMBERS_SQL,
+    MESSAGE_ACCESS_SQL,
     PAGE_SQL,
+    PAIR_CHAT_SQL,
+    PROFILE_EXISTS_SQL,
     SEND_SQL,
 )
 
@@ -320,18 +328,22 @@ async def test_edit_and_delete_change_one_row_by_key(
     )
 
 
-async def test_page_owners_come_from_one_join(db: asyncpg.Connection, big_chat: dict[str, int]) -> None:
-    plan = await explain_prepared(db, PAGE_SQL[(False, False)], *page_args(big_chat))
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+async def test_page_owners_come_from_one_join(
+    db: asyncpg.Connection, big_chat: dict[str, int], generic: bool
+) -> None:
+    plan = await explain_prepared(db, PAGE_SQL[(False, False)], *page_args(big_chat), generic=generic)
     assert plan["Actual Loops"] == 1
     joins = [n for n in nodes(plan) if n["Node Type"] in ("Nested Loop", "Hash Join", "Merge Join")]
     assert joins, "owners are joined in the page query"
     assert any(n.get("Relation Name") == "users" for n in nodes(plan))
 
 
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
 async def test_chat_list_merges_the_two_member_indexes(
-    db: asyncpg.Connection, big_chat: dict[str, int]
+    db: asyncpg.Connection, big_chat: dict[str, int], generic: bool
 ) -> None:
-    plan = await explain_prepared(db, CHAT_LIST_SQL, big_chat["user"], 20, 20, 0)
+    plan = await explain_prepared(db, CHAT_LIST_SQL, big_chat["user"], 20, 20, 0, generic=generic)
     below = list(nodes(limit_subtree(plan)))
     assert not [n for n in below if n["Node Type"] in ("Sort", "Seq Scan")]
     scans = {n.get("Index Name") for n in below if n.get("Relation Name") == "chats"}
@@ -339,13 +351,14 @@ async def test_chat_list_merges_the_two_member_indexes(
     assert any(n["Node Type"] == "Merge Append" for n in below)
 
 
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
 async def test_member_chats_view_reads_only_the_members_index_entries(
-    db: asyncpg.Connection, big_chat: dict[str, int]
+    db: asyncpg.Connection, big_chat: dict[str, int], generic: bool
 ) -> None:
     """The events service's READY reads this published view by user: both halves are index scans
     by member, and each newest message id is one index probe."""
     ready = "SELECT chat_id, companion_id, last_message_id FROM private_chat.member_chats WHERE user_id = $1"
-    plan = await explain_prepared(db, ready, big_chat["user"])
+    plan = await explain_prepared(db, ready, big_chat["user"], generic=generic)
     assert not [n for n in nodes(plan) if n["Node Type"] in ("Seq Scan", "Sort")]
     # user_low leads chats_low_activity and the pair key alike; user_high leads chats_high_activity.
     indexes = {n["Index Name"] for n in nodes(plan) if "Index Name" in n}
@@ -356,6 +369,49 @@ async def test_member_chats_view_reads_only_the_members_index_entries(
     message_scans = [n for n in nodes(plan) if n.get("Relation Name") == "messages"]
     assert message_scans
     assert all(n.get("Index Name") == "messages_pkey" for n in message_scans)
+
+
+def key_lookups(chat: dict[str, int]) -> dict[str, tuple[str, list[object]]]:
+    """The services' other statements, each a lookup by key, with arguments from the big chat."""
+    user, companion = chat["user"], chat["user"] + 1
+    return {
+        "chat info": (CHAT_INFO_SQL, [chat["chat_id"]]),
+        "pair chat": (PAIR_CHAT_SQL, [user, companion]),
+        "members": (MEMBERS_SQL, [chat["chat_id"]]),
+        "message access": (MESSAGE_ACCESS_SQL, [chat["chat_id"], chat["first"] + 10]),
+        "profile exists": (PROFILE_EXISTS_SQL, [user]),
+        "first of nonce": (FIRST_OF_NONCE_SQL, [chat["chat_id"], user, "no-such-nonce"]),
+        "token check": (IS_REVOKED_SQL, ["no-such-jti", user, 1.0]),
+        "READY": (READY_SQL, [user]),
+    }
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["chat info", "pair chat", "members", "message access", "profile exists", "first of nonce",
+     "token check", "READY"],
+)  # fmt: skip
+async def test_key_lookups_keep_their_indexes_in_the_cached_plan(
+    db: asyncpg.Connection, big_chat: dict[str, int], statement: str
+) -> None:
+    """Every pool opens its connections with plan_cache_mode = force_generic_plan (common.db): the
+    plan PostgreSQL caches for each statement is the one every execution runs. The generic plan of
+    each key lookup reads the same tables as the per-call plan, never the chats or messages table
+    whole, and a table whole only where the per-call plan does too."""
+    sql, args = key_lookups(big_chat)[statement]
+    custom = await explain_prepared(db, sql, *args)
+    generic = await explain_prepared(db, sql, *args, generic=True)
+
+    def read(plan: dict[str, Any], *, whole: bool = False) -> set[str]:
+        return {
+            node["Relation Name"]
+            for node in nodes(plan)
+            if "Relation Name" in node and (node["Node Type"] == "Seq Scan" or not whole)
+        }
+
+    assert read(generic) == read(custom)
+    assert not read(generic, whole=True) & {"chats", "messages"}
+    assert read(generic, whole=True) <= read(custom, whole=True)
 
 
 MOSTLY_DELETED_MESSAGES = 20_000

@@ -237,35 +237,45 @@ def test_outages_are_told_from_other_failures() -> None:
     assert not is_outage(ValueError("bad"))
 
 
-async def test_a_reads_only_pool_sends_no_reset_and_refuses_writes(
+async def test_only_a_connection_that_ran_one_select_goes_back_without_a_reset(
     pool: Pool, postgres: PrivatePostgres
 ) -> None:
-    """One statement on a reads-only pool is one statement on the server (a writing pool sends
-    asyncpg's reset query on every release); a transaction left open is still rolled back, and a
-    statement other than a SELECT is refused before it is sent (`pool` makes the table)."""
-    reading = await make_pool(postgres.url, size=1, application_name="reset_probe", reads_only=True)
-    writing = await make_pool(postgres.url, size=1, application_name="reset_kept")
+    """A SELECT on the pool itself is one statement on the server; a write on the pool, or a
+    connection taken with acquire(), is followed by asyncpg's reset query. A transaction left open
+    is rolled back either way. A reads-only pool refuses anything but a SELECT before sending it,
+    and every pool plans with cached generic plans (`pool` makes the table)."""
+    probe = await make_pool(postgres.url, size=1, application_name="reset_probe")
+    reading = await make_pool(postgres.url, size=1, application_name="reads_only_probe", reads_only=True)
     admin = await _admin(postgres)
 
-    async def last_statement(application: str) -> str:
-        query = "SELECT query FROM pg_stat_activity WHERE application_name = $1"
-        return str(await admin.fetchval(query, application))
+    async def last_statement() -> str:
+        query = "SELECT query FROM pg_stat_activity WHERE application_name = 'reset_probe'"
+        return str(await admin.fetchval(query))
 
     try:
-        assert await reading.fetchval("SELECT 41 + 1 AS reset_probe") == 42
-        assert await last_statement("reset_probe") == "SELECT 41 + 1 AS reset_probe"
-        assert await writing.fetchval("SELECT 41 + 1 AS reset_kept") == 42
-        assert "RESET ALL" in await last_statement("reset_kept")
-        connection = await reading.acquire()
+        assert await probe.fetchval("SELECT 41 + 1 AS reset_probe") == 42
+        assert await last_statement() == "SELECT 41 + 1 AS reset_probe"
+        tag = f"reset-after-write-{time.monotonic_ns()}"
+        await probe.execute("INSERT INTO writes (tag) VALUES ($1)", tag)
+        assert "RESET ALL" in await last_statement()
+        assert await probe.fetchval("SELECT 43 AS reset_probe") == 43
+        assert await last_statement() == "SELECT 43 AS reset_probe"
+        async with probe.acquire() as connection:
+            await connection.fetchval("SELECT 44")
+        assert "RESET ALL" in await last_statement()
+        connection = await probe.acquire()
         await connection.execute("BEGIN")
-        await reading.release(connection)
-        async with reading.acquire() as again:
+        await probe.release(connection)
+        async with probe.acquire() as again:
             assert not again.is_in_transaction()
-        tag = f"reads-only-{time.monotonic_ns()}"
+            assert await again.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+
+        refused = f"reads-only-{time.monotonic_ns()}"
+        assert await reading.fetchval("SELECT 1") == 1
         with pytest.raises(ReadsOnlyPoolError):
-            await reading.execute("INSERT INTO writes (tag) VALUES ($1)", tag)
-        assert await _count(postgres, tag) == 0
+            await reading.execute("INSERT INTO writes (tag) VALUES ($1)", refused)
+        assert await _count(postgres, refused) == 0
     finally:
         await admin.close()
+        probe.terminate()
         reading.terminate()
-        writing.terminate()

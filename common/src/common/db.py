@@ -75,6 +75,13 @@ def plain_database_url(url: str) -> str:
 _idempotent_writes: contextvars.ContextVar[bool] = contextvars.ContextVar("idempotent_writes", default=False)
 
 
+# Set by `Pool._once` while it gives back a connection that ran one SELECT and nothing else: the
+# release hook (`_reset_unless_read`) then has nothing to undo.
+_released_after_read: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "released_after_read", default=False
+)
+
+
 @contextmanager
 def idempotent_writes() -> Iterator[None]:
     """Inside this block the pool may retry a write whose connection failed mid-statement."""
@@ -86,7 +93,9 @@ def idempotent_writes() -> Iterator[None]:
 
 
 def is_read(query: str) -> bool:
-    """This project's reads start with SELECT; its writes with INSERT, UPDATE, DELETE or WITH."""
+    """This project's reads start with SELECT; its writes with INSERT, UPDATE, DELETE or WITH. (A
+    SELECT here changes nothing: it is retried after a broken connection, and the connection goes
+    back to the pool without a reset.)"""
     return query.lstrip()[:6].upper() == "SELECT"
 
 
@@ -142,10 +151,11 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no type informa
         return await self._run(query, lambda conn: conn.execute(query, *args, **options))
 
     async def _run(self, query: str, statement: Callable[[Any], Awaitable[T]]) -> T:
-        if self.reads_only and not is_read(query):
+        read = is_read(query)
+        if self.reads_only and not read:
             raise ReadsOnlyPoolError(query)
         try:
-            return await self._once(statement)
+            return await self._once(statement, read=read)
         except _NotSent as failure:
             if isinstance(failure.cause, TimeoutError):
                 raise failure.cause from None
@@ -159,11 +169,11 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no type informa
             cause = failure.cause
         logger.info("retrying a statement after a connection failure", extra={"error": repr(cause)})
         try:
-            return await self._once(statement)
+            return await self._once(statement, read=read)
         except (_NotSent, _Broken) as failure:
             raise failure.cause from None
 
-    async def _once(self, statement: Callable[[Any], Awaitable[T]]) -> T:
+    async def _once(self, statement: Callable[[Any], Awaitable[T]], *, read: bool) -> T:
         # A timeout on acquire costs a task per statement on Python 3.11 (asyncio.wait_for): only
         # paid when no pooled connection is free, the one case where the wait can be long (a free
         # one at most connects, which the connect timeout bounds).
@@ -196,13 +206,17 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no type informa
         finally:
             # The statement's result is what counts: a connection that fails its reset on the way
             # back is dropped by the pool (which replaces it on a later acquire).
-            with suppress(Exception):
-                await self.release(conn)
+            released_after_read = _released_after_read.set(read)
+            try:
+                with suppress(Exception):
+                    await self.release(conn)
+            finally:
+                _released_after_read.reset(released_after_read)
 
 
 class ReadsOnlyPoolError(RuntimeError):
     """A statement other than a SELECT on a pool made with `reads_only=True` (a programming error:
-    that pool skips the reset that would undo what such a statement leaves behind)."""
+    that service is meant to read only)."""
 
     def __init__(self, query: str) -> None:
         super().__init__(f"a pool made for reads only was given: {query.strip()[:80]!r}")
@@ -237,15 +251,27 @@ async def make_pool(
     """A pool of at most `size` connections. min_size=0: it connects on first use, so a service
     starts (and answers its liveness check) before the database does.
 
+    Every connection is opened with `plan_cache_mode = force_generic_plan`. Each statement is
+    prepared once per connection (asyncpg's statement cache), and with a generic plan PostgreSQL
+    plans it once instead of at every execution. The hot statements are short key and range
+    lookups, whose custom plans cost more to make than to run (a newest-50 page: 0.15 ms planning
+    against 0.12 ms executing). Their generic plans are checked beside their custom ones in
+    `tests/test_private_chat_plans.py`.
+
+    A connection goes back to the pool without asyncpg's reset query (`SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`, one more round trip) when all it
+    ran was one SELECT through the pool's own `fetch`, `fetchrow`, `fetchval` or `execute`: such a
+    statement opens no transaction and sets no session state (this project's SELECTs call no
+    session-level advisory lock or `set_config`). A connection taken with `acquire()`, or one that
+    ran a write, is reset as asyncpg does by default, and asyncpg rolls back a transaction found
+    open either way. Skipping the reset after writes as well was measured (send 551 -> 1,038/s)
+    and left out: one reliability run with it found a send acknowledged and not stored, which is
+    not explained (bench/results/README.md).
+
     `reads_only=True` is for a service whose every statement is one SELECT on the pool (the
-    gateway's token check, the events service's reads): no transaction, no session state, so a
-    connection goes back to the pool without asyncpg's reset query (`SELECT
-    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`), one round trip and four
-    statements fewer per statement; asyncpg still rolls back a transaction found open. Any other
-    statement given to the pool's own `fetch`, `fetchrow`, `fetchval` or `execute` raises
-    `ReadsOnlyPoolError` (a connection taken with `acquire()` is not checked). Pools that write
-    keep the reset: with it skipped on the chat service, one reliability run found a send
-    acknowledged and not stored, which is not explained (bench/results/README.md).
+    gateway's token check, the events service's reads): any other statement given to the pool's
+    own methods raises `ReadsOnlyPoolError` before it is sent (a connection taken with `acquire()`
+    is not checked).
     """
     pool = Pool(
         plain_database_url(url),
@@ -259,18 +285,20 @@ async def make_pool(
         acquire_timeout=connect_timeout + statement_timeout,
         release_timeout=statement_timeout,
         reads_only=reads_only,
-        reset=_nothing_to_undo if reads_only else None,
+        reset=_reset_unless_read,
         timeout=connect_timeout,
         command_timeout=statement_timeout,
-        server_settings={"application_name": application_name},
+        server_settings={"application_name": application_name, "plan_cache_mode": "force_generic_plan"},
     )
     await pool
     return pool
 
 
-async def _nothing_to_undo(connection: asyncpg.Connection) -> None:
-    """The release hook of a reads-only pool: beyond asyncpg's own clean-up (a transaction left
-    open is rolled back), nothing to reset."""
+async def _reset_unless_read(connection: asyncpg.Connection) -> None:
+    """The pool's release hook, after asyncpg's own clean-up (which rolls back a transaction left
+    open): asyncpg's reset query, unless the connection ran one SELECT on the pool itself."""
+    if not _released_after_read.get():
+        await connection.execute(connection.get_reset_query())
 
 
 async def close_pool(pool: asyncpg.Pool, within_seconds: float = 5.0) -> None:

@@ -69,7 +69,7 @@ def create_app(settings: EventsSettings | None = None) -> FastAPI:
             application_name="events",
             connect_timeout=settings.db_connect_timeout_seconds,
             statement_timeout=settings.db_statement_timeout_seconds,
-            reads_only=True,  # single SELECTs only: no reset query on release
+            reads_only=True,  # single SELECTs only (any other statement is refused)
         )
         redis = make_redis(settings.redis_url)
         # The reader blocks in XREAD up to READ_BLOCK_MS: its own connection, a longer timeout.

@@ -34,7 +34,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             application_name="gateway",
             connect_timeout=settings.db_connect_timeout_seconds,
             statement_timeout=settings.db_statement_timeout_seconds,
-            reads_only=True,  # single SELECTs only: no reset query on release
+            reads_only=True,  # single SELECTs only (any other statement is refused)
         )
         try:
             revocations = pool if settings.check_revocation else None
