@@ -45,6 +45,7 @@ from bench.tools import Load, finish_wrk, start_wrk, write_requests
 from common.boundary import EDGE_HEADER
 from devstack import Stack, StackConfig
 from devstack.config import REPO_ROOT, free_port
+from devstack.stack import stop_on_termination
 
 # Long enough that a 30 s hold sees a heartbeat from every session, short enough to load the
 # instance more than the 41.25 s default does.
@@ -524,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     stack = Stack(config)
+    stop_on_termination()
     started = time.time()
     meta: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

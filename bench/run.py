@@ -35,7 +35,7 @@ from bench.tools import (
 )
 from devstack import Stack, StackConfig
 from devstack.config import REPO_ROOT, SERVICE_NAMES, free_port
-from devstack.stack import stop_from_state
+from devstack.stack import stop_from_state, stop_on_termination
 from devstack.system import MissingProgram, apt_install, find_postgres_bindir
 
 ALL_SCENARIOS = (
@@ -390,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(BENCH_NGINX_ENV)
     config = bench_config(data_dir, args.workers, args.db_pool)
     stack = Stack(config)
+    stop_on_termination()
     print(f"bench: starting the stack in {data_dir} (workers per service: {args.workers})", flush=True)
     load_before = os.getloadavg()
     started_at = datetime.now(UTC)

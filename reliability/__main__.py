@@ -20,6 +20,7 @@ from bench.run import _other_test_runs
 from bench.seed import SeedData, seed
 from devstack import Stack, StackConfig
 from devstack.config import REPO_ROOT, free_port
+from devstack.stack import stop_on_termination
 from reliability import faults, report, soak
 from reliability.mix import measure_capacity
 
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir.mkdir(parents=True)
     config = stack_config(data_dir)
     stack = Stack(config)
+    stop_on_termination()
     started_at = datetime.now(UTC)
     # The code that runs is the tree as it is now (the stack's processes load it at start).
     commit = subprocess.run(

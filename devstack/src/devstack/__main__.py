@@ -3,13 +3,11 @@ clean). `supervise` is what `up` runs detached."""
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
-from types import FrameType
 
 from devstack.config import StackConfig, service
 from devstack.console import Console
@@ -21,6 +19,7 @@ from devstack.stack import (
     running_supervisor,
     shared_dir_for,
     stop_from_state,
+    stop_on_termination,
 )
 from devstack.system import MissingProgram
 
@@ -62,17 +61,12 @@ def refuse_if_running(config: StackConfig, console: Console) -> bool:
     return False
 
 
-def on_signal(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def run(config: StackConfig, *, detached_child: bool) -> int:
     console = Console()
     if refuse_if_running(config, console):
         return 1
     stack = Stack(config, foreground=not detached_child, console=console)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    stop_on_termination()
     started = time.monotonic()
     try:
         console.step("bootstrap", "system packages and .venv ready")

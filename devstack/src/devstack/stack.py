@@ -730,6 +730,18 @@ def running_supervisor(data_dir: Path) -> int | None:
     return None
 
 
+def stop_on_termination() -> None:
+    """Make SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread, so that the caller's
+    `finally: stack.stop()` runs. Without it, `kill` ends the process at once and leaves the
+    stack's servers running with nobody to stop them."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def stop_from_state(data_dir: Path, timeout: float = 60.0) -> bool:
     """`make down`: ask the supervisor to stop everything; if it is gone, stop what it left."""
     state = read_state(data_dir)
