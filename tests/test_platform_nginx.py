@@ -3,6 +3,7 @@
 import asyncio
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -174,3 +175,29 @@ async def test_a_path_without_its_trailing_slash_is_the_same_route(
         refused = await method(path)
         assert refused.status_code == 401, (path, refused.status_code, refused.text)
         assert refused.json()["code"] == "not_authenticated"
+
+
+def _closed_connections_to(ports: set[int]) -> int:
+    """Sockets in TIME_WAIT whose remote port is one of `ports` (/proc/net/tcp): the connections
+    this machine's side (nginx) closed to those ports in the last minute."""
+    closed = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "06" and int(fields[2].rsplit(":", 1)[1], 16) in ports:
+            closed += 1
+    return closed
+
+
+async def test_the_token_check_keeps_its_connections_to_the_gateway(
+    api: httpx.AsyncClient, make_user: Any, stack: Stack
+) -> None:
+    """nginx asks the gateway on every protected request (auth_request), which reads only the
+    answer's status and headers. Asked with GET, the answer's unread body made nginx close the
+    connection after each check; asked with HEAD, the connections are kept."""
+    user = await make_user()
+    ports = {stack.config.ports[instance] for instance in stack.config.instances_of("gateway")}
+    before = _closed_connections_to(ports)
+    for _ in range(40):
+        answer = await api.get("/private/chat-list/?limit=1", headers=user.headers)
+        assert answer.status_code == 200, answer.text
+    assert _closed_connections_to(ports) - before < 10

@@ -61,6 +61,11 @@ async def test_refusals_are_worded_and_name_nobody(gateway: Any, mint: Any) -> N
             assert answer.status_code == 401, case
             assert answer.json()["code"] == code, case
             assert "X-User-Id" not in answer.headers, case
+            # nginx's auth_request asks with HEAD: the same status, no body, nobody named.
+            head = await client.head(TOKEN, headers=headers)
+            assert head.status_code == 401, case
+            assert head.content == b"", case
+            assert "X-User-Id" not in head.headers, case
 
 
 async def test_a_revoked_token_is_refused_though_its_signature_is_remembered(

@@ -21,6 +21,8 @@ class TokenOwner(BaseModel):
 @router.get(
     TOKEN_PATH, response_model=TokenOwner, responses=error_responses(NotAuthenticated, InvalidToken)
 )
+# nginx's auth_request asks with HEAD (the same answer without its body: see nginx.conf.template).
+@router.head(TOKEN_PATH, include_in_schema=False)
 async def get_token(access: AccessDep, authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
     """200 with `X-User-Id` for a good token; 401 for a missing, malformed, forged, expired or
     revoked one."""
