@@ -51,7 +51,7 @@ def _run(command: list[str]) -> str:
     return (done.stdout + done.stderr).strip().splitlines()[0] if (done.stdout + done.stderr).strip() else ""
 
 
-def environment(*, stack_workers: int) -> dict[str, Any]:
+def environment(*, stack_workers: int, stack_instances: int = 1) -> dict[str, Any]:
     cpu = "unknown"
     with open("/proc/cpuinfo") as file:
         for line in file:
@@ -79,6 +79,8 @@ def environment(*, stack_workers: int) -> dict[str, Any]:
         "versions": versions,
         "commit": commit,
         "service_workers": stack_workers,
+        "service_instances": stack_instances,
+        "nginx_access_log": "on" if os.environ.get("NGINX_ACCESS_LOG", "1") != "0" else "off",
         "nginx_auth_cache": os.environ.get("NGINX_AUTH_CACHE_SECONDS", "default"),
     }
 
@@ -180,8 +182,10 @@ def markdown(document: dict[str, Any], *, baseline_name: str | None) -> str:
         f"- load: {load['connections']} connections, {load['threads']} threads, {load['duration_s']} s "
         f"after a {load['warmup_s']} s warm-up (log-ins: {load['login_connections']} connections; QR: "
         f"{load['qr_concurrency']} concurrent flows)",
-        f"- service workers: {meta['service_workers']}; DB_POOL_SIZE {meta.get('db_pool_size', 10)}; "
-        f"nginx auth cache {meta['nginx_auth_cache']} s; commit {meta['commit']}; "
+        f"- instances per service: {meta.get('service_instances', 1)}; workers per instance: "
+        f"{meta['service_workers']}; DB_POOL_SIZE {meta.get('db_pool_size', 10)}; "
+        f"nginx auth cache {meta['nginx_auth_cache']} s; nginx access log "
+        f"{meta.get('nginx_access_log', 'off')}; commit {meta['commit']}; "
         f"note: {meta.get('note') or '-'}",
         "- versions: " + ", ".join(f"{k} {_short(v)}" for k, v in meta["versions"].items()),
         "",
