@@ -33,14 +33,20 @@ async def close_code(ws: ClientConnection) -> int | None:
         return ws.close_code
 
 
-async def instance_of(instances: dict[str, str], client_id: str) -> tuple[str, int]:
-    """Which instance holds the hub `client_id`, and how many clients it has there."""
+async def hubs_named(instances: dict[str, str], client_id: str) -> list[tuple[str, int]]:
+    """Every instance holding a hub `client_id`, with how many clients it has there."""
     found = []
     async with trusted.internal_client(timeout=10) as http:
         for name, url in instances.items():
             response = await http.get(f"{url}/internal/hubs", params={"client_id": client_id})
             if response.status_code == 200:
                 found.append((name, response.json()["clients"]))
+    return found
+
+
+async def instance_of(instances: dict[str, str], client_id: str) -> tuple[str, int]:
+    """Which instance holds the hub `client_id`, and how many clients it has there."""
+    found = await hubs_named(instances, client_id)
     assert len(found) == 1, found
     return found[0]
 
@@ -104,7 +110,13 @@ async def login_through_hub(
 ) -> tuple[str, int]:
     """Browser opens the hub, phone joins and sends the ticket; both get it and are closed 1000."""
     async with hub_client(ws_url, client_id) as browser, hub_client(ws_url, client_id) as phone:
-        assert json.loads(await asyncio.wait_for(browser.recv(), 10)) == {"op": "mobile connected"}
+        try:
+            joined = await asyncio.wait_for(browser.recv(), 10)
+        except TimeoutError:
+            # Say where the two clients are: one hub split over two instances is a routing fault.
+            where = await hubs_named(instances, client_id)
+            pytest.fail(f"no 'mobile connected' within 10 s; hub {client_id} (instance, clients): {where}")
+        assert json.loads(joined) == {"op": "mobile connected"}
         # Both clients of the hub sit on one instance: that is what routing by client_id buys.
         instance, clients = await instance_of(instances, client_id)
         assert clients == 2
