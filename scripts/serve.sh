@@ -15,5 +15,6 @@ case "$SERVICE" in
   *) extra="" ;;
 esac
 # shellcheck disable=SC2086 # $extra is a list of options
+# httptools, one write per answer and a stop that does not race the balancer (common/serving.py).
 exec uvicorn "$SERVICE.main:create_app" --factory --host 0.0.0.0 --port 8000 \
-  --loop uvloop --http httptools --no-access-log $extra
+  --loop uvloop --http common.serving:HttpProtocol --no-access-log $extra

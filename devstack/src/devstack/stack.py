@@ -198,8 +198,8 @@ class Stack:
             sys.executable, "-m", "uvicorn", spec.app, "--factory",
             "--host", "127.0.0.1", "--port", str(port),
             "--no-access-log", "--loop", "uvloop",
-            # httptools, stopping without racing nginx for idle connections (see drain.py).
-            "--http", "devstack.drain:DrainingHttpToolsProtocol",
+            # httptools, one write per answer and a stop that does not race nginx (common.serving).
+            "--http", "common.serving:HttpProtocol",
             "--workers", str(workers), "--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_SECONDS),
             # Websocket frames past this are refused by the protocol layer itself; the QR
             # service's own, smaller limit (QR_MAX_FRAME_BYTES) answers in its protocol.
