@@ -137,3 +137,40 @@ def test_an_app_failing_after_starting_its_answer_has_sent_nothing(server: int) 
 def test_plain_uvicorn_sends_the_head_of_an_answer_it_never_finishes(server: int) -> None:
     """What the protocol is for: uvicorn's own writes the head at once."""
     assert exchange(server, get("/head-then-die")).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_the_startup_heap_is_frozen_once_the_app_has_started(tmp_path: Path) -> None:
+    """common.app.freeze_startup_heap: after the lifespan's startup, once per process."""
+    code = textwrap.dedent(
+        """
+        import gc
+        from contextlib import asynccontextmanager
+        from fastapi import Request
+        from fastapi.testclient import TestClient
+        from common.app import build_app
+
+        @asynccontextmanager
+        async def lifespan(app):
+            yield {"answer": 42}
+
+        app = build_app(title="t", prefix="/t", lifespan=lifespan)
+
+        @app.get("/t/state")
+        async def state(request: Request) -> dict:
+            return {"answer": request.state.answer}
+
+        before = gc.get_freeze_count()
+        with TestClient(app) as client:
+            frozen = gc.get_freeze_count()
+            assert client.get("/t/state").json() == {"answer": 42}
+        with TestClient(build_app(title="u", prefix="/u")):
+            again = gc.get_freeze_count()
+        print(before, frozen, again)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    before, frozen, again = map(int, out.stdout.split())
+    assert before == 0
+    assert frozen > 10_000  # the modules, the app and its routes
+    # A second app in the same process freezes nothing more (frozen objects that die leave).
+    assert again <= frozen
