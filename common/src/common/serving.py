@@ -23,10 +23,12 @@ is left open instead; a request that still arrives on it is served and answered 
 uvicorn.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGISendEvent  # the cycle's own type for what it sends
 
 
 class _HeadWithBody:
@@ -62,7 +64,7 @@ def _write_head_with_body(cycle: RequestResponseCycle) -> None:
     cycle.transport = transport  # type: ignore[assignment]
     send = cycle.send
 
-    async def send_in_one_write(message: ASGISendEvent) -> None:
+    async def send_in_one_write(message: "ASGISendEvent") -> None:
         if message["type"] == "http.response.start":
             transport.holding = True
             try:
