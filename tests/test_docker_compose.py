@@ -177,6 +177,8 @@ def test_the_entry_point_starts_what_each_service_is(tmp_path: Path) -> None:
         has_migrations = (REPO_ROOT / folder / "alembic.ini").exists()
         assert lines[0].startswith("alembic -c") == has_migrations, folder
         assert lines[-1].startswith(f"uvicorn {folder}.main:create_app --factory --host 0.0.0.0 --port 8000")
+        # One write per answer and a stop that does not race the balancer, as under devstack.
+        assert " --http common.serving:HttpProtocol " in lines[-1], folder
     assert calls["events_service"][-1].endswith("--ws-max-size 65536 --ws-per-message-deflate false")
     assert calls["qr_ws_service"][-1].endswith("--ws-max-size 65536")
 
