@@ -147,13 +147,19 @@ class Mix:
             await asyncio.sleep(0.1)
 
     async def stop(self, retry_grace: float = 20.0) -> None:
-        """Stop new arrivals; let failed sends retry for `retry_grace` s; keep the sessions open."""
+        """Stop new arrivals; let failed sends retry for `retry_grace` s; keep the sessions open.
+
+        Returns once no request is in flight (or the client timeout has passed), so the ledger
+        never reads the database while a send it will count as acknowledged is still running."""
         self._stop.set()
-        if self._inflight:
-            await asyncio.wait(set(self._inflight), timeout=retry_grace)
+        await self._settle(time.monotonic() + retry_grace)
         self._stop_retrying.set()
-        if self._inflight:
-            await asyncio.wait(self._inflight, timeout=CLIENT_TIMEOUT_SECONDS + 5)
+        await self._settle(time.monotonic() + CLIENT_TIMEOUT_SECONDS + 5)
+
+    async def _settle(self, deadline: float) -> None:
+        # The set is read again after each wait: a task may have been spawned after the copy.
+        while self._inflight and time.monotonic() < deadline:
+            await asyncio.wait(set(self._inflight), timeout=deadline - time.monotonic())
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -179,6 +185,8 @@ class Mix:
             now = time.monotonic()
             if now < next_at:
                 await asyncio.sleep(next_at - now)
+                if self._stop.is_set():
+                    break  # stopped while waiting: nothing more is sent after `stop`
             next_at += interval
             # Past a long stall (this process starved), skip the backlog rather than burst it.
             next_at = max(next_at, time.monotonic() - 1.0)
@@ -342,6 +350,10 @@ class Mix:
         """The ledger, once the mix has stopped (call after `stop`)."""
         conn = await asyncpg.connect(dsn)
         try:
+            # What was acknowledged is fixed before the database is read: an answer that came
+            # in during the read would count a send whose row the read could not see.
+            acked = [s for s in self.sends if s.acked_id is not None]
+            never_acked = [s for s in self.sends if s.acked_id is None]
             texts = [s.text for s in self.sends]
             rows = await conn.fetch(
                 "SELECT id, chat_id, text FROM private_chat.messages WHERE text = ANY($1::text[])", texts
@@ -349,11 +361,9 @@ class Mix:
             stored: dict[str, list[int]] = {}
             for row in rows:
                 stored.setdefault(row["text"], []).append(int(row["id"]))
-            acked = [s for s in self.sends if s.acked_id is not None]
             lost = [s for s in acked if len(stored.get(s.text, [])) == 0]
             doubled = [t for t, ids in stored.items() if len(ids) > 1]
             wrong_id = [s for s in acked if stored.get(s.text) and s.acked_id not in stored[s.text]]
-            never_acked = [s for s in self.sends if s.acked_id is None]
             sends = {
                 "sent": len(self.sends),
                 "acknowledged": len(acked),
