@@ -75,15 +75,11 @@ def plain_database_url(url: str) -> str:
 _idempotent_writes: contextvars.ContextVar[bool] = contextvars.ContextVar("idempotent_writes", default=False)
 
 
-# Set by `Pool._once` while it gives back a connection that ran one plain statement and nothing
-# else: the release hook (`_reset_unless_plain`) then has nothing to undo.
-_released_after_plain: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "released_after_plain", default=False
+# Set by `Pool._once` while it gives back a connection that ran one SELECT and nothing else: the
+# release hook (`_reset_unless_read`) then has nothing to undo.
+_released_after_read: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "released_after_read", default=False
 )
-
-# Statements that leave no session state behind when run alone, outside a transaction block:
-# the statement is its own transaction, committed or rolled back before its answer arrives.
-_PLAIN = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
 
 
 @contextmanager
@@ -96,15 +92,10 @@ def idempotent_writes() -> Iterator[None]:
         _idempotent_writes.reset(token)
 
 
-def is_plain(query: str) -> bool:
-    """One statement that sets no session state (this project's SELECTs and writes call no
-    session-level advisory lock or `set_config`; a SET, BEGIN or LISTEN is not plain)."""
-    return query.lstrip()[:6].upper().startswith(_PLAIN)
-
-
 def is_read(query: str) -> bool:
     """This project's reads start with SELECT; its writes with INSERT, UPDATE, DELETE or WITH. (A
-    SELECT here changes nothing: it is retried after a broken connection.)"""
+    SELECT here changes nothing: it is retried after a broken connection, and the connection goes
+    back to the pool without a reset.)"""
     return query.lstrip()[:6].upper() == "SELECT"
 
 
@@ -164,7 +155,7 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no type informa
         if self.reads_only and not read:
             raise ReadsOnlyPoolError(query)
         try:
-            return await self._once(statement, plain=is_plain(query))
+            return await self._once(statement, read=read)
         except _NotSent as failure:
             if isinstance(failure.cause, TimeoutError):
                 raise failure.cause from None
@@ -178,11 +169,11 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no type informa
             cause = failure.cause
         logger.info("retrying a statement after a connection failure", extra={"error": repr(cause)})
         try:
-            return await self._once(statement, plain=is_plain(query))
+            return await self._once(statement, read=read)
         except (_NotSent, _Broken) as failure:
             raise failure.cause from None
 
-    async def _once(self, statement: Callable[[Any], Awaitable[T]], *, plain: bool) -> T:
+    async def _once(self, statement: Callable[[Any], Awaitable[T]], *, read: bool) -> T:
         # A timeout on acquire costs a task per statement on Python 3.11 (asyncio.wait_for): only
         # paid when no pooled connection is free, the one case where the wait can be long (a free
         # one at most connects, which the connect timeout bounds).
@@ -215,12 +206,12 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no type informa
         finally:
             # The statement's result is what counts: a connection that fails its reset on the way
             # back is dropped by the pool (which replaces it on a later acquire).
-            released_after_plain = _released_after_plain.set(plain)
+            released_after_read = _released_after_read.set(read)
             try:
                 with suppress(Exception):
                     await self.release(conn)
             finally:
-                _released_after_plain.reset(released_after_plain)
+                _released_after_read.reset(released_after_read)
 
 
 class ReadsOnlyPoolError(RuntimeError):
@@ -269,12 +260,13 @@ async def make_pool(
 
     A connection goes back to the pool without asyncpg's reset query (`SELECT
     pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`, one more round trip) when all it
-    ran was one plain statement (`is_plain`: a SELECT, INSERT, UPDATE, DELETE or WITH) through the
-    pool's own `fetch`, `fetchrow`, `fetchval` or `execute`: such a statement is its own
-    transaction and sets no session state (this project's statements call no session-level
-    advisory lock or `set_config`). A connection taken with `acquire()`, or one that ran anything
-    else, is reset as asyncpg does by default, and asyncpg rolls back a transaction found open
-    either way (bench/results/README.md, "Issue 14, fifth run").
+    ran was one SELECT through the pool's own `fetch`, `fetchrow`, `fetchval` or `execute`: such a
+    statement opens no transaction and sets no session state (this project's SELECTs call no
+    session-level advisory lock or `set_config`). A connection taken with `acquire()`, or one that
+    ran a write, is reset as asyncpg does by default, and asyncpg rolls back a transaction found
+    open either way. Skipping the reset after writes as well was measured (send 551 -> 1,038/s)
+    and left out: one reliability run with it found a send acknowledged and not stored, which is
+    not explained (bench/results/README.md).
 
     `reads_only=True` is for a service whose every statement is one SELECT on the pool (the
     gateway's token check, the events service's reads): any other statement given to the pool's
@@ -293,7 +285,7 @@ async def make_pool(
         acquire_timeout=connect_timeout + statement_timeout,
         release_timeout=statement_timeout,
         reads_only=reads_only,
-        reset=_reset_unless_plain,
+        reset=_reset_unless_read,
         timeout=connect_timeout,
         command_timeout=statement_timeout,
         server_settings={"application_name": application_name, "plan_cache_mode": "force_generic_plan"},
@@ -302,10 +294,10 @@ async def make_pool(
     return pool
 
 
-async def _reset_unless_plain(connection: asyncpg.Connection) -> None:
+async def _reset_unless_read(connection: asyncpg.Connection) -> None:
     """The pool's release hook, after asyncpg's own clean-up (which rolls back a transaction left
-    open): asyncpg's reset query, unless the connection ran one plain statement on the pool."""
-    if not _released_after_plain.get():
+    open): asyncpg's reset query, unless the connection ran one SELECT on the pool itself."""
+    if not _released_after_read.get():
         await connection.execute(connection.get_reset_query())
 
 
