@@ -264,9 +264,10 @@ async def make_pool(
     statement opens no transaction and sets no session state (this project's SELECTs call no
     session-level advisory lock or `set_config`). A connection taken with `acquire()`, or one that
     ran a write, is reset as asyncpg does by default, and asyncpg rolls back a transaction found
-    open either way. Skipping the reset after writes as well was measured (send 551 -> 1,038/s)
-    and left out: one reliability run with it found a send acknowledged and not stored, which is
-    not explained (bench/results/README.md).
+    open either way. Skipping the reset after writes as well was measured twice and left out:
+    once at send 551 -> 1,038/s with a reliability run that counted one send acknowledged and
+    not stored (a race in the reliability harness could count that, fixed since), and again
+    within the noise of alternating runs (bench/results/README.md, "Issue 14, fifth run").
 
     `reads_only=True` is for a service whose every statement is one SELECT on the pool (the
     gateway's token check, the events service's reads): any other statement given to the pool's
