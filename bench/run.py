@@ -6,6 +6,7 @@ environment (BENCH_CONNECTIONS, BENCH_THREADS, BENCH_DURATION, BENCH_WARMUP, SER
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -429,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"bench: e.g. BENCH_REQUESTS={work}/read.txt wrk -c32 -t2 -d20s"
                 f" -s bench/lua/requests.lua {base_url}"
             )
-            time.sleep(args.serve)
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM ends the serving early
+                time.sleep(args.serve)
             return 0
         alone_p99: float | None = None
         groups = {name: process.pid for name, process in stack.processes.items()}
