@@ -20,7 +20,10 @@ upstream() {
   [ -n "$2" ] || return 0
   echo "    upstream $1 {"
   [ -z "$3" ] || echo "        $3"
-  for server in $2; do echo "        server $server max_fails=1 fail_timeout=2s;"; done
+  # A hashed upstream (QR hubs) never takes an instance out after one failure: that would split
+  # a hub whose two clients connect on either side of it (see devstack/nginx.py, passive_check).
+  if [ -n "$3" ]; then check="max_fails=0"; else check="max_fails=1 fail_timeout=2s"; fi
+  for server in $2; do echo "        server $server $check;"; done
   if [ "$4" = http ]; then
     echo "        keepalive 64;"
     echo "        keepalive_timeout 4s;"

@@ -410,7 +410,8 @@ def test_nginx_container_renders_a_valid_config(tmp_path: Path) -> None:
         )
         rendered = (tmp_path / "nginx.conf").read_text()
         assert "{{" not in rendered
-        assert "server 127.0.0.1:5 max_fails=1" in rendered
+        assert "server 127.0.0.1:5 max_fails=0;" in rendered  # the QR hubs' hashed upstream
+        assert "server 127.0.0.1:1 max_fails=1 fail_timeout=2s;" in rendered
         assert ("upstream events_service" in rendered) == bool(events)
         assert (tmp_path / "locations" / "events.conf").exists() == bool(events)
         result = subprocess.run(

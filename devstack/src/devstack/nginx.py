@@ -61,11 +61,21 @@ FAIL_TIMEOUT = f"{FAIL_TIMEOUT_SECONDS}s"
 UPSTREAM_KEEPALIVE_TIMEOUT = "4s"
 
 
+def passive_check(spec: ServiceDef) -> str:
+    """A hashed upstream (the QR hubs: both clients of a hub must reach the one instance that holds
+    it) never takes an instance out after a failure: for fail_timeout, every new connection whose
+    key hashes to it would go to another instance, and a hub whose browser came before the
+    failure and whose phone came after was split in two (seen in the tests: one client on each
+    instance, "mobile connected" never sent). A connection that fails still tries the next
+    instance, and both clients of a new hub then fail over to the same one."""
+    return "max_fails=0" if spec.balance else f"max_fails=1 fail_timeout={FAIL_TIMEOUT}"
+
+
 def upstream_block(spec: ServiceDef, ports: list[int]) -> str:
     lines = [f"    upstream {spec.upstream} {{"]
     if spec.balance:
         lines.append(f"        {spec.balance}")
-    lines += [f"        server 127.0.0.1:{port} max_fails=1 fail_timeout={FAIL_TIMEOUT};" for port in ports]
+    lines += [f"        server 127.0.0.1:{port} {passive_check(spec)};" for port in ports]
     if not spec.websocket:
         lines += ["        keepalive 64;", f"        keepalive_timeout {UPSTREAM_KEEPALIVE_TIMEOUT};"]
     lines.append("    }")
