@@ -339,6 +339,66 @@ async def test_page_owners_come_from_one_join(
     assert any(n.get("Relation Name") == "users" for n in nodes(plan))
 
 
+@pytest.fixture
+async def newest_members_chat(db: asyncpg.Connection, big_chat: dict[str, int]) -> dict[str, int]:
+    """A chat of the two newest users (the highest ids, above the 20,000 profiles of big_chat),
+    with a few hundred messages. Built once per session."""
+    if "newest" in _built:
+        return _built["newest"]
+    low = big_chat["user"] + 10**7 + PROFILES + 1
+    high = low + 1
+    async with db.transaction():
+        await db.execute(
+            "INSERT INTO users.users (id, username)"
+            " VALUES ($1::bigint, 'plan_newest_' || $1::bigint), ($2::bigint, 'plan_newest_' || $2::bigint)",
+            low,
+            high,
+        )
+        chat_id = await db.fetchval(
+            "INSERT INTO private_chat.chats (user_low, user_high, starter_id)"
+            " VALUES ($1, $2, $1) RETURNING id",
+            low,
+            high,
+        )
+        await db.execute(
+            """
+            INSERT INTO private_chat.messages (chat_id, owner_id, text)
+            SELECT $1::bigint, CASE WHEN g % 2 = 0 THEN $2::bigint ELSE $3::bigint END, 'message ' || g
+            FROM generate_series(1, 300) AS g
+            """,
+            chat_id,
+            low,
+            high,
+        )
+    await db.execute("ANALYZE users.users")
+    await db.execute("ANALYZE private_chat.messages")
+    first = await db.fetchval("SELECT min(id) FROM private_chat.messages WHERE chat_id = $1", chat_id)
+    _built["newest"] = {"chat_id": chat_id, "user": low, "first": first}
+    return _built["newest"]
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+@pytest.mark.parametrize("cursor", [None, "before", "after"])
+async def test_page_owners_are_two_profile_lookups_whatever_the_number_of_users(
+    db: asyncpg.Connection, newest_members_chat: dict[str, int], cursor: str | None, generic: bool
+) -> None:
+    """A page's owners are the chat's two members, read by key: the users table is never walked.
+    Joined per row, the cached plan (which cannot see LIMIT's value, and so expects thousands of
+    rows) merged the page against users_pkey from its start up to the owners' ids, or hashed the
+    whole table: every profile of every older user, read for each page."""
+    chat = newest_members_chat
+    before = chat["first"] + 200 if cursor == "before" else None
+    after = chat["first"] + 10 if cursor == "after" else None
+    sql = PAGE_SQL[(before is not None, after is not None)]
+    plan = await explain_prepared(db, sql, *page_args(chat, before=before, after=after), generic=generic)
+    page = [n for n in nodes(plan) if n.get("Relation Name") == "messages"]
+    assert sum(n["Actual Rows"] for n in page) == 50
+    profiles = [n for n in nodes(plan) if n.get("Relation Name") == "users"]
+    assert profiles, "owners are joined in the page query"
+    assert sum(n["Actual Rows"] * n["Actual Loops"] for n in profiles) == 2
+    assert not [n for n in profiles if n["Node Type"] == "Seq Scan"]
+
+
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
 async def test_chat_list_merges_the_two_member_indexes(
     db: asyncpg.Connection, big_chat: dict[str, int], generic: bool
