@@ -145,8 +145,11 @@ async def test_a_422_never_echoes_a_secret(api: httpx.AsyncClient) -> None:
         ("/auth/register/", {"username": "x", "email": "not an email", "password": secret[:6]}),
         ("/auth/register/", {"username": "ok_name", "email": "a@b.cd", "password": [secret]}),
         ("/auth/login/", {"email": ["x"], "password": {"nested": secret}}),
-        # A body of the wrong shape is echoed whole; its secret members are not.
+        # A body of the wrong shape is not echoed: a bare string or a list names no member, so
+        # any of it could be the password.
         ("/auth/login/", [{"email": "a@b.cd", "password": secret}]),
+        ("/auth/login/", secret),
+        ("/auth/register/", ["a@b.cd", secret]),
     ):
         response = await api.post(path, json=body)
         assert response.status_code == 422, (path, response.text)
@@ -276,6 +279,9 @@ BAD_REQUESTS = {
     "raw spaces": b"GET /users/a b/ HTTP/1.1\r\nHost: a\r\n\r\n",
     "header over the limit": b"GET /users/me/ HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n",
     "bad HTTP version": b"GET /users/me/ HTTP/9.9\r\nHost: a\r\n\r\n",
+    # nginx passes a method it does not know on; the service cannot parse it (common.serving).
+    "unknown method": b"BREW /auth/login/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    "unknown method, hyphen": b"FOO-BAR /auth/register/ HTTP/1.1\r\nHost: a\r\n\r\n",
 }
 
 

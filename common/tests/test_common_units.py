@@ -202,3 +202,7 @@ def test_a_422_never_echoes_secret_fields() -> None:
     assert "input" not in _redacted(error)
     whole = {"type": "model_attributes_type", "loc": ["body"], "input": {"email": "a", "Password": "x"}}
     assert _redacted(whole)["input"] == {"email": "a", "Password": "[redacted]"}
+    for bare in ("hunter2", ["a@b.cd", "hunter2"]):
+        redacted = _redacted({"type": "model_attributes_type", "loc": ("body",), "input": bare})
+        assert "input" not in redacted
+        assert redacted["type"] == "model_attributes_type"

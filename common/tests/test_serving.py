@@ -1,6 +1,7 @@
 """common.serving's protocol in a real uvicorn process, read from a raw socket: an answer's head
 leaves with its body, so an instance killed in between has sent nothing nginx could have passed on."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -137,6 +138,24 @@ def test_an_app_failing_after_starting_its_answer_has_sent_nothing(server: int) 
 def test_plain_uvicorn_sends_the_head_of_an_answer_it_never_finishes(server: int) -> None:
     """What the protocol is for: uvicorn's own writes the head at once."""
     assert exchange(server, get("/head-then-die")).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+UNPARSABLE = [b"BREW /whole HTTP/1.1\r\nHost: test\r\n\r\n", b"GET /whole HTTP/1.1\r\nHost\r\n\r\n"]
+
+
+@pytest.mark.parametrize("raw", UNPARSABLE)
+def test_a_request_that_cannot_be_parsed_is_answered_with_json(server: int, raw: bytes) -> None:
+    received = exchange(server, raw)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), received
+    assert b"\r\ncontent-type: application/json\r\n" in head
+    assert json.loads(body) == {"detail": "Bad request", "code": "bad_request"}
+
+
+@pytest.mark.parametrize("server", ["httptools"], indirect=True)
+def test_plain_uvicorn_answers_an_unparsable_request_with_text(server: int) -> None:
+    received = exchange(server, b"BREW /whole HTTP/1.1\r\nHost: test\r\n\r\n")
+    assert b"content-type: text/plain" in received
 
 
 def test_the_startup_heap_is_frozen_once_the_app_has_started(tmp_path: Path) -> None:

@@ -253,7 +253,12 @@ def _redacted(error: dict[str, Any]) -> dict[str, Any]:
     secret members masked where the input is a whole object (a body that is not what it should be)."""
     if "input" not in error:
         return error
-    if any(str(part).lower() in SECRET_FIELDS for part in error.get("loc", ())):
+    loc = tuple(error.get("loc", ()))
+    if any(str(part).lower() in SECRET_FIELDS for part in loc):
+        return {key: item for key, item in error.items() if key not in ("input", "ctx")}
+    if loc == ("body",) and not isinstance(error["input"], dict):
+        # A whole body that is not an object (a bare string, a list): nothing names its members,
+        # so any of them could be the password. Not echoed.
         return {key: item for key, item in error.items() if key not in ("input", "ctx")}
     return {**error, "input": _without_secrets(error["input"])}
 

@@ -1,7 +1,8 @@
 """uvicorn's HTTP protocol (httptools) as every service runs it: `--http common.serving:HttpProtocol`.
 
 Two changes to how an answer leaves the process, both about an instance that stops or dies while
-nginx talks to it.
+nginx talks to it, and one to what it answers to bytes that are not HTTP it can parse (JSON, as
+every other error, instead of uvicorn's plain text).
 
 **One write per answer.** uvicorn writes an answer's head (status line and headers) when the app
 sends `http.response.start`, and its body in a second write. An instance killed between the two
@@ -79,8 +80,29 @@ def _write_head_with_body(cycle: RequestResponseCycle) -> None:
     cycle.send = send_in_one_write  # type: ignore[method-assign]
 
 
+# What uvicorn answers, as text, to bytes it cannot parse as HTTP (an unknown method such as
+# `BREW`, which nginx passes on): the same JSON as nginx's own 400 (API.md, errors). The request
+# could not be read, so its Accept-Language cannot be either: English.
+BAD_REQUEST_BODY = b'{"detail":"Bad request","code":"bad_request"}'
+
+
 class HttpProtocol(HttpToolsProtocol):
     draining = False
+
+    def send_400_response(self, msg: str) -> None:
+        content = [b"HTTP/1.1 400 Bad Request\r\n"]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: application/json\r\n",
+                b"content-length: %d\r\n" % len(BAD_REQUEST_BODY),
+                b"connection: close\r\n\r\n",
+                BAD_REQUEST_BODY,
+            ]
+        )
+        self.transport.write(b"".join(content))
+        self.transport.close()
 
     def shutdown(self) -> None:
         if self.cycle is None or self.cycle.response_complete:
