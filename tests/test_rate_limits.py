@@ -189,13 +189,34 @@ async def test_answers_of_every_kind_carry_the_headers(api: httpx.AsyncClient, m
         url, json={"text": "hi", "message_answer_id": 9 * 10**15}, headers=alice.headers
     )
     assert missing_reply.status_code == 404
-    for response in (not_member, bad_field, missing_reply):
+    # A body that is not JSON at all is refused before the route's parameters are solved.
+    not_json = await api.post(
+        url, content=b"{", headers={**alice.headers, "Content-Type": "application/json"}
+    )
+    assert not_json.status_code == 422
+    assert not_json.json()["detail"][0]["type"] == "json_invalid"
+    for response in (not_member, bad_field, missing_reply, not_json):
         check_headers(response, 5, 5.0)
-    # Each counted: alice's first and second request of the chat (mallory's is in her own bucket;
-    # a second may pass between them and give one back).
+    # Each counted: alice's first, second and third request of the chat (mallory's is in her own
+    # bucket; a second may pass between them and give one back).
     assert bad_field.headers["X-RateLimit-Remaining"] == "4"
     assert missing_reply.headers["X-RateLimit-Remaining"] in ("3", "4")
+    assert not_json.headers["X-RateLimit-Remaining"] in ("2", "3", "4")
+    assert int(not_json.headers["X-RateLimit-Remaining"]) < int(bad_field.headers["X-RateLimit-Remaining"])
     assert not_member.headers["X-RateLimit-Remaining"] == "4"
+    not_json_start = await api.post(
+        "/private/start-chat/",
+        content=b"[1,",
+        headers={**mallory.headers, "Content-Type": "application/json"},
+    )
+    assert not_json_start.status_code == 422
+    check_headers(not_json_start, 10, 60.0)
+    # Past the limit, a body that is not JSON is refused as any other request: 429, as a bad field.
+    for _ in range(6):
+        last = await api.post(
+            url, content=b"{", headers={**alice.headers, "Content-Type": "application/json"}
+        )
+    check_refusal(last, 5, 5.0)
 
 
 async def test_starting_chats_is_limited_per_user(

@@ -9,7 +9,7 @@ here; a service's own live in its `errors.py`.
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -210,9 +210,7 @@ async def _outage_handler(request: Request, exc: Exception) -> JSONResponse:
     client can retry, never a 500. Anything else of the same classes is an unexpected error."""
     if not is_outage(exc):
         return await _unexpected_error_handler(request, exc)
-    logger.warning(
-        "backing service unavailable", extra={"path": request.url.path, "error": repr(exc)[:300]}
-    )
+    logger.warning("backing service unavailable", extra={"path": request.url.path, "error": repr(exc)[:300]})
     return await _app_error_handler(request, ServiceUnavailable(repr(exc)))
 
 
@@ -305,6 +303,20 @@ class AnswerUnexpectedErrors:
                 raise  # part of an answer is out: only closing the connection can say it failed
             response = await _unexpected_error_handler(Request(scope), exc)
             await response(scope, receive, send)
+
+
+def check_before_validation_errors(app: FastAPI, check: Callable[[Request], Awaitable[None]]) -> None:
+    """Runs `check` on a request the framework refused with a 422 before answering it; an AppError
+    the check raises (a 429) is the answer instead."""
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        try:
+            await check(request)
+        except AppError as error:
+            return await _app_error_handler(request, error)
+        return await _validation_error_handler(request, exc)
+
+    app.add_exception_handler(RequestValidationError, handler)
 
 
 def install_error_handlers(app: FastAPI) -> None:

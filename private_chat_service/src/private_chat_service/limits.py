@@ -2,9 +2,12 @@
 
 A route takes `SendLimited` or `StartChatLimited` as a parameter: the check runs before the
 route's body does anything, so a refused request stores nothing, and every request that reaches
-the route's handling counts (an answer of 403, 404 or 422 for a bad field too; a body that is not
-JSON at all is refused by the framework first). The X-RateLimit-* headers go on every answer of
-the route (common.ratelimit.RateLimitHeaders).
+the route counts (an answer of 403, 404 or 422 too). A body that is not JSON at all is refused by
+the framework before the route's parameters are looked at; `check_refused_request` checks its
+limit then, so it counts the same and its answer carries the headers too. The X-RateLimit-*
+headers go on every answer of the route (common.ratelimit.RateLimitHeaders) whose bucket is
+known: not on nginx's own refusals (no token, a body over nginx's limit), nor on a chat id that is
+not an id (a bucket is per chat).
 """
 
 from typing import Annotated
@@ -14,7 +17,7 @@ from fastapi import Depends, Request
 from common.errors import TooManyRequests
 from common.identity import CurrentUserId
 from common.ids import parse_id
-from common.ratelimit import Limit, RateLimiter, remember_headers
+from common.ratelimit import STATE_KEY, Limit, RateLimiter, remember_headers
 from common.state import from_state
 
 
@@ -51,3 +54,19 @@ async def _start_chat_limited(request: Request, user_id: CurrentUserId, limits: 
 
 SendLimited = Annotated[None, Depends(_send_limited)]
 StartChatLimited = Annotated[None, Depends(_start_chat_limited)]
+
+
+async def check_refused_request(request: Request) -> None:
+    """The limit of a limited route's request that the framework refused before the route's
+    parameters were solved (a body that is not JSON): checked as the route would have. Raises
+    TooManyRequests past it; a request whose limit was already checked is left alone."""
+    if STATE_KEY in request.scope.get("state", {}):
+        return
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    calls = {dependency.call for dependency in getattr(dependant, "dependencies", ())}
+    limited = next((check for check in (_send_limited, _start_chat_limited) if check in calls), None)
+    user_id = parse_id(request.headers.get("x-user-id", ""))
+    limits = getattr(request.state, "limits", None)
+    if limited is None or user_id is None or not isinstance(limits, ChatLimits):
+        return
+    await limited(request, user_id, limits)

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from common.app import build_app
 from common.db import close_pool, make_pool
+from common.errors import check_before_validation_errors
 from common.events import EventPublisher, make_redis
 from common.health import Readiness, database_check
 from common.logs import configure_logging
@@ -14,7 +15,7 @@ from common.metrics import asyncpg_pool_stats, sampling_pool
 from common.periodic import run_periodically
 from common.ratelimit import RateLimiter, RateLimitHeaders
 from private_chat_service.dependencies import State
-from private_chat_service.limits import ChatLimits
+from private_chat_service.limits import ChatLimits, check_refused_request
 from private_chat_service.relay import Relay
 from private_chat_service.routes import router
 from private_chat_service.service import PrivateChatService
@@ -91,4 +92,5 @@ def create_app(settings: PrivateChatSettings | None = None) -> FastAPI:
         routers=[router],
     )
     app.add_middleware(RateLimitHeaders)
+    check_before_validation_errors(app, check_refused_request)
     return app
