@@ -60,3 +60,12 @@ async def test_a_finished_hub_takes_nobody_new() -> None:
 async def test_token_bucket_allows_the_burst_then_refuses() -> None:
     bucket = TokenBucket(rate=0.001, burst=5)
     assert [bucket.take() for _ in range(7)] == [True] * 5 + [False] * 2
+
+
+def test_a_quiet_client_outlives_its_hub_by_default() -> None:
+    """Heartbeats are a check a client may run (API.md 13): with the default settings a client
+    that sends nothing is not dropped before its hub's lifetime ends with {"op": "timeout"}."""
+    from qr_ws_service.settings import QrWsSettings
+
+    settings = QrWsSettings()
+    assert settings.heartbeat_timeout > settings.hub_ttl
