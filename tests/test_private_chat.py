@@ -378,6 +378,25 @@ async def test_bad_paging_params_are_422(
     assert isinstance(response.json()["detail"], list)
 
 
+async def test_parameters_without_a_value_take_their_defaults(api: httpx.AsyncClient, make_user: Any) -> None:
+    """API.md writes `?limit=&offset=`; a client that sends it so gets the defaults."""
+    alice, bob = await make_user(), await make_user()
+    chat_id = await start_chat(api, alice, bob.id, "one")
+    await send(api, bob, chat_id, "two")
+    for query in ("limit=&offset=", "limit=&offset=&before=&after=", "limit&offset", "limit=1&offset="):
+        response = await api.get(f"/private/{chat_id}/messages?{query}", headers=alice.headers)
+        assert response.status_code == 200, (query, response.text)
+        expected = ["two"] if query.startswith("limit=1") else ["two", "one"]
+        assert [m["text"] for m in response.json()] == expected, query
+    listed = await api.get("/private/chat-list/?limit=&offset=", headers=alice.headers)
+    assert listed.status_code == 200, listed.text
+    assert {"id": chat_id} in [{"id": chat["id"]} for chat in listed.json()]
+    # A required parameter left empty is missing: still a 422.
+    search = await api.get("/users/user/?username=", headers=alice.headers)
+    assert search.status_code == 422, search.text
+    assert search.json()["detail"][0]["type"] == "missing"
+
+
 async def test_limit_bounds_are_inclusive(api: httpx.AsyncClient, make_user: Any) -> None:
     alice, bob = await make_user(), await make_user()
     chat_id = await start_chat(api, alice, bob.id, "one")

@@ -206,3 +206,22 @@ def test_a_422_never_echoes_secret_fields() -> None:
         redacted = _redacted({"type": "model_attributes_type", "loc": ("body",), "input": bare})
         assert "input" not in redacted
         assert redacted["type"] == "model_attributes_type"
+
+
+@pytest.mark.parametrize(
+    ("query", "kept"),
+    [
+        (b"", None),
+        (b"limit=5&offset=0", None),
+        (b"a==", None),  # its value is "="
+        (b"limit=&offset=", b""),
+        (b"limit&offset=3", b"offset=3"),
+        (b"limit=5&offset=", b"limit=5"),
+        (b"a=1&&b=2", b"a=1&b=2"),
+        (b"q=a%3D&x=", b"q=a%3D"),
+    ],
+)
+def test_query_parameters_without_a_value_are_dropped(query: bytes, kept: bytes | None) -> None:
+    from common.input_guard import without_empty_values
+
+    assert without_empty_values(query) == kept
