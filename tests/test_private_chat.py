@@ -413,6 +413,8 @@ async def test_limit_bounds_are_inclusive(api: httpx.AsyncClient, make_user: Any
         {"text": ""},
         {"text": "    "},
         {"text": "\n\t \u3000"},
+        {"text": "\u200b"},
+        {"text": " \ufeff\u200d\u2060 "},
         {"text": "x" * 2001},
         {"text": " " + "x" * 2001 + " "},
         {"text": None},

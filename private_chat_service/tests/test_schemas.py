@@ -15,6 +15,9 @@ from private_chat_service.schemas import AddMessageRequest, StartChatRequest
         ("x" * 2000, "x" * 2000),
         ("  " + "я" * 2000 + "\n", "я" * 2000),
         ("😀" * 2000, "😀" * 2000),
+        # Invisible characters beside visible ones stay: a ZWJ emoji sequence, a BOM, a ZWSP.
+        ("👩\u200d💻", "👩\u200d💻"),
+        ("\ufeffhi\u200b", "\ufeffhi\u200b"),
     ],
 )
 def test_text_is_trimmed_and_kept(raw: str, stored: str) -> None:
@@ -22,7 +25,9 @@ def test_text_is_trimmed_and_kept(raw: str, stored: str) -> None:
     assert StartChatRequest(recipient_id=1, text=raw).text == stored
 
 
-@pytest.mark.parametrize("text", ["", " ", "\n\t\u3000", "x" * 2001, "a\x00b", "broken \ud800"])
+@pytest.mark.parametrize(
+    "text", ["", " ", "\n\t\u3000", "\u200b", "\ufeff \u200d\u2060", "x" * 2001, "a\x00b", "broken \ud800"]
+)
 def test_bad_text_is_refused(text: str) -> None:
     with pytest.raises(ValidationError):
         AddMessageRequest(text=text)

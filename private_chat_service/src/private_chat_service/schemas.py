@@ -1,3 +1,4 @@
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -14,9 +15,15 @@ MAX_NONCE_LENGTH = 64
 Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(one_spelling)]
 
 
+def _blank(value: str) -> bool:
+    """Nothing a reader could see: whitespace and invisible format characters (zero-width space,
+    joiners, the byte order mark: Unicode's Cf) only. Stops at the first visible character."""
+    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in value)
+
+
 def _clean_text(value: str) -> str:
     value = value.strip()
-    if not value:
+    if _blank(value):
         raise ValueError("text must not be blank")
     if len(value) > MAX_TEXT_LENGTH:
         raise ValueError(f"text must be at most {MAX_TEXT_LENGTH} characters after trimming")
