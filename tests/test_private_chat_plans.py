@@ -54,6 +54,29 @@ def limit_subtree(plan: dict[str, Any]) -> dict[str, Any]:
 _built: dict[str, dict[str, int]] = {}
 
 
+async def insert_chat(db: asyncpg.Connection, low: int, high: int, messages: int, *, both_write: bool) -> int:
+    """A chat of `low` and `high` with `messages` messages (alternately theirs, or all `low`'s)."""
+    chat_id: int = await db.fetchval(
+        "INSERT INTO private_chat.chats (user_low, user_high, starter_id) VALUES ($1, $2, $1) RETURNING id",
+        low,
+        high,
+    )
+    await db.execute(
+        """
+        INSERT INTO private_chat.messages (chat_id, owner_id, text)
+        SELECT $1::bigint, CASE WHEN $4::bool AND g % 2 = 1 THEN $3::bigint ELSE $2::bigint END,
+               'message ' || g
+        FROM generate_series(1, $5::int) AS g
+        """,
+        chat_id,
+        low,
+        high,
+        both_write,
+        messages,
+    )
+    return chat_id
+
+
 @pytest.fixture
 async def big_chat(db: asyncpg.Connection) -> dict[str, int]:
     """A chat of two (synthetic) users with many messages, among thousands of other chats.
@@ -65,12 +88,7 @@ async def big_chat(db: asyncpg.Connection) -> dict[str, int]:
     base = 10**15 + secrets.randbelow(10**12) * 10**3
     low, high = base + 1, base + 2
     async with db.transaction():
-        chat_id = await db.fetchval(
-            "INSERT INTO private_chat.chats (user_low, user_high, starter_id)"
-            " VALUES ($1, $2, $1) RETURNING id",
-            low,
-            high,
-        )
+        chat_id = await insert_chat(db, low, high, BIG_CHAT_MESSAGES, both_write=True)
         # The low user also has thousands of chats on both sides of the pair ordering.
         await db.execute(
             """
@@ -93,17 +111,6 @@ async def big_chat(db: asyncpg.Connection) -> dict[str, int]:
             """,
             base + 10**6,
             STRANGERS_CHATS,
-        )
-        await db.execute(
-            """
-            INSERT INTO private_chat.messages (chat_id, owner_id, text)
-            SELECT $1::bigint, CASE WHEN g % 2 = 0 THEN $2::bigint ELSE $3::bigint END, 'message ' || g
-            FROM generate_series(1, $4::int) AS g
-            """,
-            chat_id,
-            low,
-            high,
-            BIG_CHAT_MESSAGES,
         )
         # ...and a users table of realistic size, so that the planner's choice for the author's
         # profile (a key look-up) does not depend on how many users earlier tests made.
@@ -354,22 +361,7 @@ async def newest_members_chat(db: asyncpg.Connection, big_chat: dict[str, int]) 
             low,
             high,
         )
-        chat_id = await db.fetchval(
-            "INSERT INTO private_chat.chats (user_low, user_high, starter_id)"
-            " VALUES ($1, $2, $1) RETURNING id",
-            low,
-            high,
-        )
-        await db.execute(
-            """
-            INSERT INTO private_chat.messages (chat_id, owner_id, text)
-            SELECT $1::bigint, CASE WHEN g % 2 = 0 THEN $2::bigint ELSE $3::bigint END, 'message ' || g
-            FROM generate_series(1, 300) AS g
-            """,
-            chat_id,
-            low,
-            high,
-        )
+        chat_id = await insert_chat(db, low, high, 300, both_write=True)
     await db.execute("ANALYZE users.users")
     await db.execute("ANALYZE private_chat.messages")
     first = await db.fetchval("SELECT min(id) FROM private_chat.messages WHERE chat_id = $1", chat_id)
@@ -485,21 +477,7 @@ async def mostly_deleted_chat(db: asyncpg.Connection, big_chat: dict[str, int]) 
         return _built["deleted"]
     low, high = big_chat["user"] + 3, big_chat["user"] + 4
     async with db.transaction():
-        chat_id = await db.fetchval(
-            "INSERT INTO private_chat.chats (user_low, user_high, starter_id)"
-            " VALUES ($1, $2, $1) RETURNING id",
-            low,
-            high,
-        )
-        await db.execute(
-            """
-            INSERT INTO private_chat.messages (chat_id, owner_id, text)
-            SELECT $1::bigint, $2::bigint, 'message ' || g FROM generate_series(1, $3::int) AS g
-            """,
-            chat_id,
-            low,
-            MOSTLY_DELETED_MESSAGES,
-        )
+        chat_id = await insert_chat(db, low, high, MOSTLY_DELETED_MESSAGES, both_write=False)
         ids = await db.fetchrow(
             "SELECT min(id) AS first, max(id) AS last FROM private_chat.messages WHERE chat_id = $1", chat_id
         )
