@@ -407,3 +407,13 @@ async def test_an_id_in_a_path_or_body_has_one_spelling(api: httpx.AsyncClient, 
         body = {"recipient_id": recipient}
         answer = await api.post("/private/start-chat/", json=body, headers=user.headers)
         assert_validation_error(answer, str(recipient))
+
+
+@pytest.mark.parametrize("path", ["/events/", "/auth_events/qr_auth/?client_id=" + "a" * 16])
+async def test_a_plain_get_of_a_websocket_address_is_426(api: httpx.AsyncClient, path: str) -> None:
+    """A client that forgot the upgrade (or a browser opening the address) learns what it needs,
+    instead of a 404 that says the address is wrong."""
+    response = await api.get(path, headers={"Accept-Language": "ru"})
+    assert response.status_code == 426, response.text
+    assert response.json()["code"] == "upgrade_required"
+    assert "websocket" in response.json()["detail"]

@@ -130,6 +130,18 @@ class TooManyRequests(AppError):
         return {**super().body(language), "retry_after": round(float(self.retry_after), 3)}
 
 
+class UpgradeRequired(AppError):
+    """Plain HTTP to an address that only takes websockets (the event gateway, the QR hubs)."""
+
+    status_code = 426
+    code = "upgrade_required"
+    message = Message(
+        "This address takes websocket connections only (a GET with Upgrade: websocket)",
+        "Этот адрес принимает только соединения websocket (GET с Upgrade: websocket)",
+    )
+    default_headers: ClassVar[Mapping[str, str]] = {"Upgrade": "websocket"}
+
+
 class ServiceUnavailable(AppError):
     status_code = 503
     code = "service_unavailable"

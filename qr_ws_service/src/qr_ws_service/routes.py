@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, HTTPException, WebSocket
 
-from common.errors import InvalidToken, NotAuthenticated
+from common.errors import InvalidToken, NotAuthenticated, UpgradeRequired
 from common.metrics import WEBSOCKET_SESSIONS
 from common.rules import CLIENT_ID_RE, MAX_TICKET_LENGTH
 from common.tokens import token_from_authorization
@@ -32,6 +32,13 @@ logger = logging.getLogger(__name__)
 router = APIRouter()
 # Not under /auth_events/, so nginx never routes it: tests and operators read it on the loopback port.
 internal_router = APIRouter(prefix="/internal", include_in_schema=False)
+
+
+@router.get("/auth_events/qr_auth/", include_in_schema=False)
+@router.get("/auth_events/qr_auth", include_in_schema=False)
+async def qr_auth_over_http() -> None:
+    """A plain GET of the hub's address (a QR code opened in a browser as a link): 426."""
+    raise UpgradeRequired()
 
 
 @router.websocket("/auth_events/qr_auth/")
