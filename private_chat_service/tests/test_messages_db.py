@@ -322,3 +322,25 @@ async def test_routes_answer_with_the_message_object(client: httpx.AsyncClient, 
     assert (deleted.status_code, deleted.content) == (204, b"")
     assert (await client.delete(path, headers=as_alice)).status_code == 404
     assert (await client.get(path, headers=as_bob)).status_code == 404
+
+
+async def test_a_page_names_each_owner_and_a_member_without_a_profile_as_deleted(
+    service: PrivateChatService, raw: asyncpg.Connection, new_user: Any
+) -> None:
+    """The page reads its owners from the chat's two members' profiles (repository._page_sql): each
+    message carries its own author's user object, and a member whose profile is gone is `deleted`."""
+    alice, bob = await new_user("http://media.test/a.png"), await new_user()
+    chat_id, first = await service.start_chat(alice, recipient_id=bob, text="from alice")
+    assert first is not None
+    await service.add_message(bob, chat_id, text="from bob", answer_id=None)
+    page = await service.messages_json(alice, chat_id, limit=50, offset=0, before=None, after=None)
+    assert [(m["text"], m["message_owner"]) for m in page] == [
+        ("from bob", {"id": bob, "username": f"pc{bob}", "avatar_url": None}),
+        ("from alice", {"id": alice, "username": f"pc{alice}", "avatar_url": "http://media.test/a.png"}),
+    ]
+    await raw.execute("DELETE FROM users.users WHERE id = $1", bob)
+    page = await service.messages_json(alice, chat_id, limit=50, offset=0, before=None, after=None)
+    assert [m["message_owner"] for m in page] == [
+        {"id": bob, "username": "deleted", "avatar_url": None},
+        {"id": alice, "username": f"pc{alice}", "avatar_url": "http://media.test/a.png"},
+    ]
