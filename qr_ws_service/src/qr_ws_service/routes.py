@@ -37,7 +37,7 @@ internal_router = APIRouter(prefix="/internal", include_in_schema=False)
 @router.get("/auth_events/qr_auth/", include_in_schema=False)
 @router.get("/auth_events/qr_auth", include_in_schema=False)
 async def qr_auth_over_http() -> None:
-    """A plain GET of the hub's address (a QR code opened in a browser as a link): 426."""
+    """A plain GET of the hub's address (a browser, a client that forgot the upgrade): 426."""
     raise UpgradeRequired()
 
 
