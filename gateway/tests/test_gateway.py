@@ -4,6 +4,7 @@ PostgreSQL; and the remembered signatures, whose expiry is checked on every use.
 
 import asyncio
 import math
+import secrets
 import time
 import uuid
 from typing import Any
@@ -161,3 +162,60 @@ def test_remembered_signatures_are_bounded(
     assert verifier.calls == 3
     remembered.verify(second)
     assert verifier.calls == 4
+
+
+class CountingExecutor:
+    """The real pool, with the statements sent through it counted (nothing else changes)."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.statements = 0
+
+    async def fetchval(self, query: str, *args: object) -> Any:
+        self.statements += 1
+        return await self.pool.fetchval(query, *args)
+
+    async def fetch(self, query: str, *args: object) -> list[Any]:
+        self.statements += 1
+        return list(await self.pool.fetch(query, *args))
+
+
+async def test_checks_arriving_together_share_one_statement_and_each_gets_its_own_answer(
+    database_url: str,
+    signing_key: Ed25519PrivateKey,
+    claims: dict[str, str],
+    mint: Any,
+    raw: asyncpg.Connection,
+) -> None:
+    """The revocation checks of one turn of the event loop are asked in one statement
+    (common.access._RevocationRounds): each still answers for its own token, revoked by id, cut off
+    by its user's log-out-everywhere, or good."""
+    from common.access import AccessCheck
+    from common.db import close_pool, make_pool
+
+    revoked_jtis = [uuid.uuid4().hex for _ in range(3)]
+    cut_user = 900_000 + secrets.randbelow(10**6)
+    issued = int(time.time()) - 30
+    good = [mint(50 + i) for i in range(10)]
+    revoked = [mint(60 + i, jti=jti) for i, jti in enumerate(revoked_jtis)]
+    cut_off = [mint(cut_user, iat=issued) for _ in range(3)]
+    for jti in revoked_jtis:
+        await revoke(raw, jti)
+    await raw.execute("INSERT INTO auth.token_cutoffs (user_id, not_before) VALUES ($1, now())", cut_user)
+    pool = await make_pool(database_url, size=4, application_name="gateway_rounds_test", reads_only=True)
+    try:
+        counting = CountingExecutor(pool)
+        verifier = TokenVerifier(signing_key.public_key(), **claims)
+        access = AccessCheck(RememberedSignatures(verifier), counting)  # type: ignore[arg-type]
+        tokens = good + revoked + cut_off
+        answers = await asyncio.gather(*(access.check(token) for token in tokens), return_exceptions=True)
+        assert [isinstance(answer, AccessClaims) for answer in answers] == [True] * 10 + [False] * 6
+        assert all(isinstance(answer, InvalidToken) for answer in answers[10:])
+        assert [answer.user_id for answer in answers[:10]] == list(range(50, 60))  # type: ignore[union-attr]
+        assert counting.statements == 1
+        # A check alone is one statement too, and a later turn's checks are a new round.
+        assert (await access.check(good[0])).user_id == 50
+        await asyncio.gather(access.check(good[1]), access.check(revoked[0]), return_exceptions=True)
+        assert counting.statements == 3
+    finally:
+        await close_pool(pool)
