@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from common.access import IS_REVOKED_SQL
+from common.access import IS_REVOKED_SQL, REVOKED_AMONG_SQL
 from events_service.repository import READY_SQL
 from private_chat_service.repository import (
     CHAT_INFO_SQL,
@@ -151,6 +151,8 @@ def sql_literal(value: object) -> str:
         return "NULL"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, list):  # an array literal of the parameter's own type: '{"a","b"}'
+        return sql_literal("{" + ",".join('"' + str(item) + '"' for item in value) + "}")
     return "'" + str(value).replace("'", "''") + "'"
 
 
@@ -434,6 +436,10 @@ def key_lookups(chat: dict[str, int]) -> dict[str, tuple[str, list[object]]]:
         "profile exists": (PROFILE_EXISTS_SQL, [user]),
         "first of nonce": (FIRST_OF_NONCE_SQL, [chat["chat_id"], user, "no-such-nonce"]),
         "token check": (IS_REVOKED_SQL, ["no-such-jti", user, 1.0]),
+        "token checks of one turn": (
+            REVOKED_AMONG_SQL,
+            [["no-such-jti", "another"], [user, companion], [1.0, 1.0]],
+        ),
         "READY": (READY_SQL, [user]),
     }
 
@@ -441,7 +447,7 @@ def key_lookups(chat: dict[str, int]) -> dict[str, tuple[str, list[object]]]:
 @pytest.mark.parametrize(
     "statement",
     ["chat info", "pair chat", "members", "message access", "profile exists", "first of nonce",
-     "token check", "READY"],
+     "token check", "token checks of one turn", "READY"],
 )  # fmt: skip
 async def test_key_lookups_keep_their_indexes_in_the_cached_plan(
     db: asyncpg.Connection, big_chat: dict[str, int], statement: str

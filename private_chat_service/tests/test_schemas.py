@@ -26,7 +26,19 @@ def test_text_is_trimmed_and_kept(raw: str, stored: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", " ", "\n\t\u3000", "\u200b", "\ufeff \u200d\u2060", "x" * 2001, "a\x00b", "broken \ud800"]
+    "text",
+    [
+        "",
+        " ",
+        "\n\t\u3000",
+        "\u200b",
+        "\ufeff \u200d\u2060",
+        "\u2800",
+        "\u3164 \u3164",
+        "x" * 2001,
+        "a\x00b",
+        "broken \ud800",
+    ],
 )
 def test_bad_text_is_refused(text: str) -> None:
     with pytest.raises(ValidationError):

@@ -15,10 +15,18 @@ MAX_NONCE_LENGTH = 64
 Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(one_spelling)]
 
 
+# Characters that draw nothing although Unicode counts them neither as spaces nor as format
+# characters: the braille blank and the Hangul fillers.
+_DRAWS_NOTHING = frozenset("\u2800\u3164\u115f\u1160\uffa0")
+
+
 def _blank(value: str) -> bool:
-    """Nothing a reader could see: whitespace and invisible format characters (zero-width space,
-    joiners, the byte order mark: Unicode's Cf) only. Stops at the first visible character."""
-    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in value)
+    """Nothing a reader could see: whitespace, invisible format characters (zero-width space,
+    joiners, the byte order mark: Unicode's Cf) and the blanks above only. Stops at the first
+    visible character."""
+    return all(
+        char.isspace() or char in _DRAWS_NOTHING or unicodedata.category(char) == "Cf" for char in value
+    )
 
 
 def _clean_text(value: str) -> str:
