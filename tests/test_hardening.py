@@ -30,6 +30,7 @@ MakeUser = Any
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
+
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
@@ -132,8 +133,11 @@ async def test_non_finite_numbers_are_a_422_everywhere(api: httpx.AsyncClient, m
             ("/auth/register/", b'{"username": %s, "email": "a@b.cd", "password": "y"}' % value, {}),
             ("/private/start-chat/", b'{"recipient_id": %s}' % value, user.headers),
             (f"/private/add-message/{chat_id}/", b'{"text": %s}' % value, user.headers),
-            (f"/private/add-message/{chat_id}/", b'{"text": "a", "message_answer_id": %s}' % value,
-             user.headers),
+            (
+                f"/private/add-message/{chat_id}/",
+                b'{"text": "a", "message_answer_id": %s}' % value,
+                user.headers,
+            ),
         ):
             response = await api.post(path, content=body, headers={**json_type, **headers})
             assert_validation_error(response, f"{path} {text}")
@@ -324,8 +328,14 @@ async def test_a_token_with_non_ascii_digits_in_sub_is_refused(
     user = await make_user()
     now = int(time.time())
     for sub in (str(user.id), str(user.id).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))):
-        claims = {"sub": sub, "iat": now, "exp": now + 600, "iss": "chat-auth", "aud": "chat-api",
-                  "jti": uuid.uuid4().hex}
+        claims = {
+            "sub": sub,
+            "iat": now,
+            "exp": now + 600,
+            "iss": "chat-auth",
+            "aud": "chat-api",
+            "jti": uuid.uuid4().hex,
+        }
         token = jwt.encode(claims, _signing_key(stack), algorithm="EdDSA")
         me = await api.get("/users/me/", headers={"Authorization": f"Bearer {token}"})
         if sub.isascii():
@@ -417,3 +427,34 @@ async def test_a_plain_get_of_a_websocket_address_is_426(api: httpx.AsyncClient,
     assert response.status_code == 426, response.text
     assert response.json()["code"] == "upgrade_required"
     assert "websocket" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "handshake"),
+    [
+        ("/events/", "GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"),
+        (
+            "/events/",
+            "GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+        ),
+        (
+            "/events/",
+            "POST {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            "Content-Length: 0\r\n\r\n",
+        ),
+        (
+            "/auth_events/qr_auth/?client_id=" + "a" * 22,
+            "GET {path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n",
+        ),
+    ],
+)
+def test_a_websocket_handshake_that_cannot_succeed_is_refused_with_json(
+    stack: Stack, path: str, handshake: str
+) -> None:
+    status, headers, body = raw_exchange(stack.config.http_port, handshake.format(path=path).encode())
+    assert status == 400, (status, body[:200])
+    assert headers.get("content-type", "").startswith("application/json"), (headers, body[:200])
+    assert json.loads(body)["code"] == "bad_request"
