@@ -30,7 +30,6 @@ MakeUser = Any
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
-
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
@@ -133,11 +132,8 @@ async def test_non_finite_numbers_are_a_422_everywhere(api: httpx.AsyncClient, m
             ("/auth/register/", b'{"username": %s, "email": "a@b.cd", "password": "y"}' % value, {}),
             ("/private/start-chat/", b'{"recipient_id": %s}' % value, user.headers),
             (f"/private/add-message/{chat_id}/", b'{"text": %s}' % value, user.headers),
-            (
-                f"/private/add-message/{chat_id}/",
-                b'{"text": "a", "message_answer_id": %s}' % value,
-                user.headers,
-            ),
+            (f"/private/add-message/{chat_id}/", b'{"text": "a", "message_answer_id": %s}' % value,
+             user.headers),
         ):
             response = await api.post(path, content=body, headers={**json_type, **headers})
             assert_validation_error(response, f"{path} {text}")
@@ -328,14 +324,8 @@ async def test_a_token_with_non_ascii_digits_in_sub_is_refused(
     user = await make_user()
     now = int(time.time())
     for sub in (str(user.id), str(user.id).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))):
-        claims = {
-            "sub": sub,
-            "iat": now,
-            "exp": now + 600,
-            "iss": "chat-auth",
-            "aud": "chat-api",
-            "jti": uuid.uuid4().hex,
-        }
+        claims = {"sub": sub, "iat": now, "exp": now + 600, "iss": "chat-auth", "aud": "chat-api",
+                  "jti": uuid.uuid4().hex}
         token = jwt.encode(claims, _signing_key(stack), algorithm="EdDSA")
         me = await api.get("/users/me/", headers={"Authorization": f"Bearer {token}"})
         if sub.isascii():

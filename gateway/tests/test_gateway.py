@@ -13,7 +13,8 @@ import asyncpg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from common.access import RememberedSignatures
+from common.access import AccessCheck, RememberedSignatures
+from common.db import close_pool, make_pool
 from common.errors import InvalidToken
 from common.tokens import TOKEN_LEEWAY_SECONDS, AccessClaims, TokenVerifier
 
@@ -190,9 +191,6 @@ async def test_checks_arriving_together_share_one_statement_and_each_gets_its_ow
     """The revocation checks of one turn of the event loop are asked in one statement
     (common.access._RevocationRounds): each still answers for its own token, revoked by id, cut off
     by its user's log-out-everywhere, or good."""
-    from common.access import AccessCheck
-    from common.db import close_pool, make_pool
-
     revoked_jtis = [uuid.uuid4().hex for _ in range(3)]
     cut_user = 900_000 + secrets.randbelow(10**6)
     issued = int(time.time()) - 30

@@ -222,7 +222,9 @@ async def _outage_handler(request: Request, exc: Exception) -> JSONResponse:
     client can retry, never a 500. Anything else of the same classes is an unexpected error."""
     if not is_outage(exc):
         return await _unexpected_error_handler(request, exc)
-    logger.warning("backing service unavailable", extra={"path": request.url.path, "error": repr(exc)[:300]})
+    logger.warning(
+        "backing service unavailable", extra={"path": request.url.path, "error": repr(exc)[:300]}
+    )
     return await _app_error_handler(request, ServiceUnavailable(repr(exc)))
 
 
