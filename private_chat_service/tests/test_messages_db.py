@@ -10,6 +10,8 @@ import asyncpg
 import httpx
 import pytest
 
+from common.db import close_pool, make_pool
+from private_chat_service import repository
 from private_chat_service.errors import ChatNotFound, MessageNotFound, NotChatMember, NotMessageAuthor
 from private_chat_service.service import PrivateChatService
 
@@ -344,3 +346,51 @@ async def test_a_page_names_each_owner_and_a_member_without_a_profile_as_deleted
         {"id": bob, "username": "deleted", "avatar_url": None},
         {"id": alice, "username": f"pc{alice}", "avatar_url": "http://media.test/a.png"},
     ]
+
+
+async def test_every_read_goes_back_to_the_pool_without_a_reset(
+    database_url: str, service: PrivateChatService, raw: asyncpg.Connection, new_user: Any
+) -> None:
+    """A read of the chat service is one SELECT on the pool: the connection goes back without
+    asyncpg's reset query (a second round trip), and the read is asked again after a broken
+    connection (common.db.is_read). The page's statement once opened with WITH and passed for a
+    write: every page paid the reset."""
+    alice, bob = await new_user(), await new_user()
+    chat_id, first = await service.start_chat(alice, recipient_id=bob, text="one")
+    assert first is not None
+    second = await service.add_message(bob, chat_id, text="two", answer_id=None)
+    third = await service.add_message(alice, chat_id, text="three", answer_id=None)
+    probe = await make_pool(database_url, size=1, application_name="read_probe")
+
+    async def last_statement() -> str:
+        query = "SELECT query FROM pg_stat_activity WHERE application_name = 'read_probe'"
+        return str(await raw.fetchval(query))
+
+    reads = {
+        "newest page": lambda: repository.member_messages_page(
+            probe, chat_id, alice, limit=50, offset=0, before=None, after=None
+        ),
+        "older page": lambda: repository.member_messages_page(
+            probe, chat_id, alice, limit=50, offset=0, before=second, after=None
+        ),
+        "newer page": lambda: repository.member_messages_page(
+            probe, chat_id, alice, limit=50, offset=0, before=None, after=first
+        ),
+        "page between": lambda: repository.member_messages_page(
+            probe, chat_id, alice, limit=50, offset=0, before=third, after=first
+        ),
+        "one message": lambda: repository.member_message(probe, chat_id, alice, first),
+        "chat info": lambda: repository.chat_info(probe, chat_id),
+        "chat list": lambda: repository.chat_list(probe, alice, limit=10, offset=0),
+        "members": lambda: repository.get_members(probe, chat_id),
+        "message access": lambda: repository.message_access(probe, chat_id, first),
+        "profile": lambda: repository.profile_exists(probe, bob),
+    }
+    try:
+        for name, read in reads.items():
+            assert await read(), name
+            statement = await last_statement()
+            assert "RESET ALL" not in statement, name
+            assert statement.lstrip().startswith("SELECT"), (name, statement[:80])
+    finally:
+        await close_pool(probe)
