@@ -139,6 +139,43 @@ async def test_non_finite_numbers_are_a_422_everywhere(api: httpx.AsyncClient, m
             assert_validation_error(response, f"{path} {text}")
 
 
+# Bodies Python's JSON reader refuses other than with a JSONDecodeError: FastAPI's own answer to
+# them was a 400 with the code `http_400`.
+UNREADABLE_BODIES = {
+    "invalid UTF-8 in a value": b'{"text": "caf\xe9"}',
+    "invalid UTF-8 in a key": b'{"te\xffxt": "a"}',
+    "a 5,000-digit number": b'{"text": "a", "message_answer_id": ' + b"1" * 5000 + b"}",
+    "100,000 levels of nesting": b"[" * 100_000 + b"]" * 100_000,
+}
+
+
+async def test_a_body_json_cannot_read_is_a_422_everywhere(
+    api: httpx.AsyncClient, make_user: MakeUser, db: asyncpg.Connection
+) -> None:
+    user = await make_user()
+    other = await make_user()
+    chat = await api.post("/private/start-chat/", json={"recipient_id": other.id}, headers=user.headers)
+    chat_id = chat.json()["chat_id"]
+    sent = await api.post(f"/private/add-message/{chat_id}/", json={"text": "mine"}, headers=user.headers)
+    message_id = sent.json()["id"]
+    json_type = {"Content-Type": "application/json"}
+    for what, body in UNREADABLE_BODIES.items():
+        for method, path, headers in (
+            ("POST", "/auth/register/", {}),
+            ("POST", "/auth/login/", {}),
+            ("POST", "/private/start-chat/", user.headers),
+            ("POST", f"/private/add-message/{chat_id}/", user.headers),
+            ("PATCH", f"/private/{chat_id}/messages/{message_id}/", user.headers),
+        ):
+            response = await api.request(method, path, content=body, headers={**json_type, **headers})
+            assert_validation_error(response, f"{path}: {what}")
+            assert response.json()["detail"][0]["type"] == "json_invalid", (path, what)
+    count = "SELECT count(*) FROM private_chat.messages WHERE chat_id = $1"
+    assert await db.fetchval(count, chat_id) == 1
+    text = "SELECT text FROM private_chat.messages WHERE id = $1"
+    assert await db.fetchval(text, message_id) == "mine"
+
+
 async def test_a_422_never_echoes_a_secret(api: httpx.AsyncClient) -> None:
     secret = f"Secret-{uuid.uuid4().hex}"
     for path, body in (

@@ -195,7 +195,14 @@ async def test_answers_of_every_kind_carry_the_headers(api: httpx.AsyncClient, m
     )
     assert not_json.status_code == 422
     assert not_json.json()["detail"][0]["type"] == "json_invalid"
-    for response in (not_member, bad_field, missing_reply, not_json):
+    # Nor is a body that is not UTF-8 (FastAPI's own answer to it was a 400 without the headers).
+    not_utf8 = await api.post(
+        url, content=b'{"text": "caf\xe9"}', headers={**bob.headers, "Content-Type": "application/json"}
+    )
+    assert not_utf8.status_code == 422
+    assert not_utf8.json()["detail"][0]["type"] == "json_invalid"
+    assert not_utf8.headers["X-RateLimit-Remaining"] == "4"  # bob's first request of the chat
+    for response in (not_member, bad_field, missing_reply, not_json, not_utf8):
         check_headers(response, 5, 5.0)
     # Each counted: alice's first, second and third request of the chat (mallory's is in her own
     # bucket; a second may pass between them and give one back).

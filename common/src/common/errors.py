@@ -192,8 +192,38 @@ async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body(_language(request)), status_code=exc.status_code, headers=exc.headers)
 
 
-async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+# FastAPI answers a JSON body it could not read with a 400 "There was an error parsing the body"
+# when the reason is not a JSONDecodeError (which is its 422 `json_invalid`): bytes that are not
+# UTF-8, a number of more digits than Python converts, nesting deeper than its recursion limit.
+# To a client these are malformed bodies like any other (API.md: 422 for malformed bodies).
+_UNREADABLE_JSON = (
+    (UnicodeDecodeError, "Invalid UTF-8"),
+    (RecursionError, "Nested too deeply"),
+    (ValueError, "Number too long"),
+)
+
+
+def _body_parse_failure(exc: StarletteHTTPException) -> RequestValidationError | None:
+    """The 422 FastAPI would give a malformed JSON body, for the 400 it gives some of them."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return None
+    reason = next((text for kind, text in _UNREADABLE_JSON if isinstance(cause, kind)), None)
+    if reason is None:
+        return None
+    position = cause.start if isinstance(cause, UnicodeDecodeError) else 0
+    error = {"type": "json_invalid", "loc": ("body", position), "msg": "JSON decode error"}
+    return RequestValidationError([{**error, "input": {}, "ctx": {"error": reason}}])
+
+
+async def _http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    malformed = _body_parse_failure(exc)
+    if malformed is not None:
+        # Through the app's own 422 handler: a rate-limited route counts it (check_before_validation_errors).
+        handler = request.app.exception_handlers.get(RequestValidationError, _validation_error_handler)
+        answer: Response = await handler(request, malformed)
+        return answer
     language = _language(request)
     detail: Any = exc.detail
     if exc.status_code == 404:
