@@ -4,6 +4,7 @@
 client that stays is told when the other leaves. Websockets through nginx, no browser."""
 
 import asyncio
+import contextlib
 import io
 import json
 from collections.abc import AsyncIterator
@@ -207,7 +208,52 @@ async def test_the_one_who_stays_is_told_the_other_left(ws_url: str) -> None:
             assert await until(browser, "mobile connected")
             await browser.close()
             assert await until(phone, "browser disconnected")
-            await nothing_pending(phone)
+            # The hub ends with its browser: the phone is closed with 1000.
+            assert await closed_with(phone) == (1000, [])
+
+
+async def test_no_one_takes_the_place_of_a_browser_that_left(
+    ws_url: str, api: httpx.AsyncClient, make_user: Any
+) -> None:
+    """A newcomer with the client_id of a hub whose browser left is never in that hub: it is
+    refused while the phone is still there, and opens a hub of its own after. So it never learns
+    the phone's account, nor gets a ticket the phone sends."""
+    user = await make_user()
+    client_id = new_client_id()
+    minted = await api.get("/auth/encrypt_user_data/", headers={"Authorization": user.token})
+    ticket = minted.json()["token"]
+    async with hub_client(ws_url, client_id) as browser, hub_client(ws_url, client_id) as phone:
+        assert await until(browser, "mobile connected")
+        await browser.close()
+        assert await until(phone, "browser disconnected")
+        async with connect(f"{ws_url}?client_id={client_id}", open_timeout=10) as newcomer:
+            first = await recv(newcomer)
+            # Refused, or (the phone already gone) the browser of a hub of its own: never the phone.
+            assert first == {"op": "clients already in hub"} or first.get("role") == "browser", first
+            # The phone's app sends its ticket all the same, before it notices the close.
+            with contextlib.suppress(ConnectionClosed):
+                await phone.send(json.dumps({"op": "pending_ticket", "encrypted_user_payload": ticket}))
+            code, heard = await closed_with(phone)
+            assert code == 1000
+            assert "access granted" not in [message["op"] for message in heard]
+            if first["op"] == "hello":
+                await nothing_pending(newcomer)
+    # Refused while the phone's side of the hub is still closing; then a hub of its own.
+    for _ in range(50):
+        async with connect(f"{ws_url}?client_id={client_id}", open_timeout=10) as newcomer:
+            first = await recv(newcomer)
+            if first == {"op": "clients already in hub"}:
+                await asyncio.sleep(0.1)
+                continue
+            assert first["op"] == "hello" and first["role"] == "browser", first
+            await nothing_pending(newcomer)
+            break
+    else:
+        raise AssertionError("the hub of a browser that left was never freed")
+    exchanged = await api.get(
+        "/auth/qr_auth/", params={"client_id": client_id}, headers={"Authorization": ticket}
+    )
+    assert exchanged.status_code == 401
 
 
 

@@ -107,11 +107,19 @@ async def _tell(clients: list[Client], payload: dict[str, Any]) -> None:
 
 
 async def _tell_the_rest(hub: Hub, client: Client) -> None:
-    """A client left a hub that is still open: the one waiting on it should know."""
+    """A client left a hub that is still open: the one waiting on it should know.
+
+    When the browser leaves, the hub ends (the phone is told and closed with 1000): the login it
+    showed a code for can no longer happen. Kept open, it had a free place, and whoever connected
+    next with its client_id took the browser's: told the phone's account, then given the ticket
+    the phone sent. Until the phone has left, a newcomer gets `clients already in hub`; after,
+    it opens a new hub."""
     if hub.finished or not hub.clients:
         return
     if client.opener:
-        await _tell(hub.clients, {"op": "browser disconnected"})
+        async with hub.ticket_lock:  # a ticket being accepted now ends the hub its own way
+            if not hub.finished:
+                await hub.finish({"op": "browser disconnected"})
     else:
         await _tell([other for other in hub.clients if other.opener], {"op": "mobile disconnected"})
 
