@@ -245,7 +245,8 @@ async def test_no_one_takes_the_place_of_a_browser_that_left(
             if first == {"op": "clients already in hub"}:
                 await asyncio.sleep(0.1)
                 continue
-            assert first["op"] == "hello" and first["role"] == "browser", first
+            assert first["op"] == "hello", first
+            assert first["role"] == "browser", first
             await nothing_pending(newcomer)
             break
     else:
@@ -254,8 +255,6 @@ async def test_no_one_takes_the_place_of_a_browser_that_left(
         "/auth/qr_auth/", params={"client_id": client_id}, headers={"Authorization": ticket}
     )
     assert exchanged.status_code == 401
-
-
 
 
 async def test_identify_with_the_auth_service_unreachable(stack: Stack, make_user: Any) -> None:
