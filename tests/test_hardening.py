@@ -430,6 +430,17 @@ async def test_a_websocket_url_naming_two_hubs_is_refused(stack: Stack) -> None:
         assert "hub is full" not in opened
 
 
+COUNT_MISSPELLINGS = (
+    ("limit", "+5"),
+    ("limit", "05"),
+    ("limit", "5.0"),
+    ("limit", "1_0"),
+    ("limit", " 5"),
+    ("offset", "00"),
+    ("offset", "-0"),
+)
+
+
 async def test_an_id_in_a_path_or_body_has_one_spelling(api: httpx.AsyncClient, make_user: MakeUser) -> None:
     user = await make_user()
     other = await make_user()
@@ -440,10 +451,31 @@ async def test_an_id_in_a_path_or_body_has_one_spelling(api: httpx.AsyncClient, 
     for spelling in (f"+{chat_id}", f"0{chat_id}", arabic, f"{chat_id}%20"):
         answer = await api.get(f"/private/{spelling}/info/", headers=user.headers)
         assert_validation_error(answer, spelling)
-    for recipient in (f"+{other.id}", f"0{other.id}", True):
+    # In a JSON body an id is a JSON integer (API.md: ids are integers): not a string, even of
+    # the right digits, nor a number with a fraction, even of zero.
+    for recipient in (f"+{other.id}", f"0{other.id}", str(other.id), float(other.id), True):
         body = {"recipient_id": recipient}
         answer = await api.post("/private/start-chat/", json=body, headers=user.headers)
         assert_validation_error(answer, str(recipient))
+    sent = await api.post(f"/private/add-message/{chat_id}/", json={"text": "a"}, headers=user.headers)
+    message_id = sent.json()["id"]
+    for answer_to in (str(message_id), float(message_id)):
+        body = {"text": "a reply", "message_answer_id": answer_to}
+        answer = await api.post(f"/private/add-message/{chat_id}/", json=body, headers=user.headers)
+        assert_validation_error(answer, f"message_answer_id {answer_to!r}")
+    # A count in a query (limit, offset) has one spelling too, 0 included where it is allowed.
+    for path in (f"/private/{chat_id}/messages", "/private/chat-list/", "/users/user/?username=a"):
+        joiner = "&" if "?" in path else "?"
+        for name, spelling in COUNT_MISSPELLINGS:
+            if name == "offset" and path.startswith("/users/"):
+                continue
+            answer = await api.get(f"{path}{joiner}{name}={spelling}", headers=user.headers)
+            assert_validation_error(answer, f"{path} {name}={spelling!r}")
+        answer = await api.get(f"{path}{joiner}limit=5", headers=user.headers)
+        assert answer.status_code == 200, (path, answer.text)
+    page = await api.get(f"/private/{chat_id}/messages?limit=1&offset=0", headers=user.headers)
+    assert page.status_code == 200
+    assert [message["id"] for message in page.json()] == [message_id]
 
 
 @pytest.mark.parametrize("path", ["/events/", "/auth_events/qr_auth/?client_id=" + "a" * 16])

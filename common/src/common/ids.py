@@ -17,11 +17,30 @@ def parse_id(text: str) -> int | None:
 
 
 def one_spelling(value: object) -> object:
-    """Pydantic's `BeforeValidator` for an id in a path, query or body: a string must be ASCII
-    digits without a sign, spaces, underscores or leading zeros (pydantic would read "+5", " 5",
-    "0_5" and "05" all as 5); a JSON bool is not an id either. Numbers pass on to the int check."""
+    """Pydantic's `BeforeValidator` for an id in a path or query: a string must be ASCII digits
+    without a sign, spaces, underscores or leading zeros (pydantic would read "+5", " 5", "0_5"
+    and "05" all as 5). Numbers pass on to the int check."""
     if isinstance(value, bool):
         raise ValueError("an id must be an integer")
     if isinstance(value, str) and not (value.isascii() and value.isdigit() and not value.startswith("0")):
         raise ValueError("an id is written in ASCII digits, without a sign or leading zeros")
+    return value
+
+
+def json_integer(value: object) -> object:
+    """Pydantic's `BeforeValidator` for an id in a JSON body: a JSON integer and nothing else
+    (API.md: ids are integers). Pydantic would read "5", "05" and 5.0 as 5, and true as 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("an id must be an integer")
+    return value
+
+
+def plain_count(value: object) -> object:
+    """Pydantic's `BeforeValidator` for a count in a query (`limit`, `offset`): ASCII digits
+    without a sign, spaces, underscores, a fraction or leading zeros, as for an id, 0 included
+    (pydantic would read "+5", "05", "5.0" and "1_0" as numbers)."""
+    if isinstance(value, str) and not (
+        value.isascii() and value.isdigit() and (value == "0" or not value.startswith("0"))
+    ):
+        raise ValueError("a number is written in ASCII digits, without a sign or leading zeros")
     return value

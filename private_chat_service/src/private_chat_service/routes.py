@@ -6,7 +6,7 @@ from pydantic import BeforeValidator
 
 from common.errors import NotAuthenticated, TooManyRequests, UserNotFound, error_responses
 from common.identity import CurrentUserId
-from common.ids import MAX_ID, one_spelling
+from common.ids import MAX_ID, one_spelling, plain_count
 from private_chat_service.dependencies import ServiceDep
 from private_chat_service.errors import (
     ChatNotFound,
@@ -42,7 +42,7 @@ class JsonBytes(Response):
 ChatId = Annotated[int, Path(ge=1, le=MAX_ID), BeforeValidator(one_spelling)]
 MessageId = ChatId  # the same rule for every id in a path
 Cursor = Annotated[int | None, Query(ge=1, le=MAX_ID), BeforeValidator(one_spelling)]
-Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1), BeforeValidator(plain_count)]
 
 router = APIRouter(prefix="/private", tags=["private chats"])
 
@@ -75,7 +75,7 @@ async def start_chat(
 async def chat_list(
     user_id: CurrentUserId,
     service: ServiceDep,
-    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    limit: Annotated[int | None, Query(ge=1, le=1000), BeforeValidator(plain_count)] = None,
     offset: Offset = 0,
 ) -> Response:
     """Your chats, the most recently active first (all of them unless `limit` is given)."""
@@ -89,7 +89,7 @@ async def messages(
     chat_id: ChatId,
     user_id: CurrentUserId,
     service: ServiceDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    limit: Annotated[int, Query(ge=1, le=100), BeforeValidator(plain_count)] = 50,
     offset: Offset = 0,
     before: Cursor = None,
     after: Cursor = None,

@@ -4,15 +4,15 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
 
-from common.ids import MAX_ID, one_spelling
+from common.ids import MAX_ID, json_integer
 
 MAX_TEXT_LENGTH = 2000
 MAX_NONCE_LENGTH = 64
 
 
-# Ids are PostgreSQL bigints: anything outside is a bad value (422), never a database error. JSON
-# true/false are not ids (Python counts them as ints), nor is "+5" or "05" (one spelling).
-Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(one_spelling)]
+# Ids are PostgreSQL bigints: anything outside is a bad value (422), never a database error. Only
+# a JSON integer is an id: not true/false (Python counts them as ints), "5", "+5" or 5.0.
+Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(json_integer)]
 
 
 # Characters that draw nothing although Unicode counts them neither as spaces nor as format

@@ -1,9 +1,11 @@
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Response, UploadFile
+from pydantic import BeforeValidator
 
 from common.errors import NotAuthenticated, ServiceUnavailable, UserNotFound, error_responses
 from common.identity import CurrentUserId
+from common.ids import plain_count
 from users_service.dependencies import ServiceDep
 from users_service.errors import FileTooLarge, InvalidImage, UnsupportedImageType
 from users_service.schemas import AvatarUploaded, NewUser, Profile, UserObject
@@ -22,7 +24,7 @@ async def search_users(
     _: CurrentUserId,
     service: ServiceDep,
     username: Annotated[str, Query(min_length=1, max_length=32, description="Username prefix")],
-    limit: Annotated[int, Query(ge=1, le=100)] = 25,
+    limit: Annotated[int, Query(ge=1, le=100), BeforeValidator(plain_count)] = 25,
 ) -> list[UserObject]:
     """Users whose username starts with `username` (case-insensitive), the exact match first,
     then by username."""
