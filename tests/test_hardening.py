@@ -478,6 +478,35 @@ async def test_an_id_in_a_path_or_body_has_one_spelling(api: httpx.AsyncClient, 
     assert [message["id"] for message in page.json()] == [message_id]
 
 
+async def test_every_get_route_answers_head(api: httpx.AsyncClient, make_user: MakeUser) -> None:
+    """HEAD is GET without the body (RFC 9110), token check and errors included."""
+    user = await make_user()
+    other = await make_user()
+    body = {"recipient_id": other.id, "text": "hi"}
+    chat = await api.post("/private/start-chat/", json=body, headers=user.headers)
+    chat_id = chat.json()["chat_id"]
+    for path in (
+        "/users/me/",
+        f"/users/user/?username={user.username[:4]}",
+        "/private/chat-list/",
+        f"/private/{chat_id}/messages",
+        f"/private/{chat_id}/info/",
+        "/auth/yandex_oauth_url/",
+        "/auth/encrypt_user_data/",
+        "/private/999999999/info/",
+    ):
+        got = await api.get(path, headers=user.headers)
+        head = await api.head(path, headers=user.headers)
+        assert head.status_code == got.status_code, (path, head.status_code, got.status_code)
+        assert head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        if path != "/auth/encrypt_user_data/":  # a new ticket each time: another length
+            assert head.headers["content-length"] == got.headers["content-length"], path
+    # No token: the same 401 as GET; a POST-only route: still 405.
+    assert (await api.head("/users/me/")).status_code == 401
+    assert (await api.head("/auth/login/")).status_code == 405
+
+
 @pytest.mark.parametrize("path", ["/events/", "/auth_events/qr_auth/?client_id=" + "a" * 16])
 async def test_a_plain_get_of_a_websocket_address_is_426(api: httpx.AsyncClient, path: str) -> None:
     """A client that forgot the upgrade (or a browser opening the address) learns what it needs,

@@ -10,7 +10,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.middleware import Middleware
 from starlette.routing import Match
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from common.boundary import TrustBoundary
 from common.errors import AnswerUnexpectedErrors, install_error_handlers
@@ -60,6 +60,20 @@ def _then_freeze(lifespan: Lifespan | None) -> Lifespan:
     return run
 
 
+class HeadAsGet:
+    """HEAD is answered wherever GET is (RFC 9110: a server supports both), with GET's status and
+    headers and no body: the routes see a GET, and uvicorn, which still holds the request as a
+    HEAD, writes no body. Routes declare GET only."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
+
+
 def build_app(
     *,
     title: str,
@@ -107,7 +121,9 @@ def build_app(
         )
 
     install_error_handlers(app)
-    # Added first, so innermost: the access log and the metrics see its 500.
+    # Innermost: only the routes see a HEAD as the GET it asks about.
+    app.add_middleware(HeadAsGet)
+    # Added early, so inner: the access log and the metrics see its 500.
     app.add_middleware(AnswerUnexpectedErrors)
     app.add_middleware(RejectUnstorableInput)
     app.add_middleware(AccessLogMiddleware)

@@ -21,10 +21,9 @@ class TokenOwner(BaseModel):
 @router.get(
     TOKEN_PATH, response_model=TokenOwner, responses=error_responses(NotAuthenticated, InvalidToken)
 )
-# nginx's auth_request asks with HEAD (the same answer without its body: see nginx.conf.template).
-@router.head(TOKEN_PATH, include_in_schema=False)
 async def get_token(access: AccessDep, authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
     """200 with `X-User-Id` for a good token; 401 for a missing, malformed, forged, expired or
-    revoked one."""
+    revoked one. nginx's auth_request asks with HEAD (the same answer without its body, as for
+    every GET route: common.app.HeadAsGet; see nginx.conf.template)."""
     claims = await access.check(authorization)
     return JSONResponse({"user_id": claims.user_id}, headers={"X-User-Id": str(claims.user_id)})
