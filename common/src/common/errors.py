@@ -203,10 +203,14 @@ _UNREADABLE_JSON = (
 )
 
 
-def _body_parse_failure(exc: StarletteHTTPException) -> RequestValidationError | None:
-    """The 422 FastAPI would give a malformed JSON body, for the 400 it gives some of them."""
+def _body_parse_failure(request: Request, exc: StarletteHTTPException) -> RequestValidationError | None:
+    """The 422 FastAPI would give a malformed JSON body, for the 400 it gives some of them (a
+    form, which FastAPI reads otherwise, keeps its 400)."""
     cause = exc.__cause__
     if exc.status_code != 400 or cause is None:
+        return None
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and not (content_type == "application/json" or content_type.endswith("+json")):
         return None
     reason = next((text for kind, text in _UNREADABLE_JSON if isinstance(cause, kind)), None)
     if reason is None:
@@ -218,7 +222,7 @@ def _body_parse_failure(exc: StarletteHTTPException) -> RequestValidationError |
 
 async def _http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    malformed = _body_parse_failure(exc)
+    malformed = _body_parse_failure(request, exc)
     if malformed is not None:
         # Through the app's own 422 handler: a rate-limited route counts it (check_before_validation_errors).
         handler = request.app.exception_handlers.get(RequestValidationError, _validation_error_handler)
