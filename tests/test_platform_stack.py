@@ -4,6 +4,7 @@ restart under load, and the first-run checks (ports taken, a running stack, a cl
 home)."""
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -289,6 +290,35 @@ async def test_a_killed_instance_comes_back_by_itself(
         )
     assert response.status_code == 200
     assert (await api.get(f"/private/{chat_id}/messages/", headers=user.headers)).status_code == 200
+
+
+async def test_a_hung_instance_is_killed_and_its_reads_answered_elsewhere(
+    stack: Stack, api: httpx.AsyncClient, make_user: Any
+) -> None:
+    """An instance that stops answering (SIGSTOP: its connections are accepted, nothing is read)
+    is killed by the liveness watch and restarted; the reads nginx had sent it are answered by
+    the other instance, well before nginx's 60 s read timeout."""
+    user, chat_id = await new_chat(api, make_user)
+    old = stack.processes["private_chat1"].pid
+    os.killpg(old, signal.SIGSTOP)
+    started = time.monotonic()
+    try:
+        # Enough reads at once that some reach the hung instance (nginx goes round the two).
+        answers = await asyncio.gather(
+            *(api.get(f"/private/{chat_id}/messages/", headers=user.headers, timeout=60) for _ in range(8))
+        )
+        waited = time.monotonic() - started
+        await wait_for(
+            lambda: stack.processes["private_chat1"].pid != old
+            and healthy(stack.instance_url("private_chat1")),
+            what="private_chat1 to be killed and restarted",
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(old, signal.SIGCONT)
+    assert [answer.status_code for answer in answers] == [200] * 8, [answer.text for answer in answers]
+    assert waited < 30, waited
+    print(f"\nhung instance: every read answered {waited:.1f} s after the freeze")
 
 
 # ---- rolling restart ------------------------------------------------------------------------------

@@ -49,6 +49,16 @@ GRACEFUL_SHUTDOWN_SECONDS = 8
 STOP_TIMEOUT_SECONDS = 20.0
 
 
+# Liveness: an instance that has answered /healthz once and then leaves this many probes in a row
+# unanswered (each given the timeout, one round a second) is hung, not busy: its event loop is
+# blocked or the process stopped. It is killed, and restarted as a crash is. A request nginx had
+# sent it then fails over to another instance (a read) or gets nginx's 502 (a write), instead of
+# waiting out nginx's 60 s read timeout.
+LIVENESS_INTERVAL_SECONDS = 1.0
+LIVENESS_TIMEOUT_SECONDS = 2.0
+LIVENESS_MISSES = 3
+
+
 def backoff_delay(failures: int) -> float:
     """Seconds before restarting a process that has exited `failures` times in quick succession."""
     return min(BACKOFF_CAP_SECONDS, 2.0**failures)
@@ -111,6 +121,7 @@ class Stack:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self._liveness: threading.Thread | None = None
         self._control: socket.socket | None = None
         self._control_thread: threading.Thread | None = None
         self.status = "starting"
@@ -333,6 +344,8 @@ class Stack:
             self._write_state()
             self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
             self._supervisor.start()
+            self._liveness = threading.Thread(target=self._watch_liveness, name="liveness", daemon=True)
+            self._liveness.start()
             self._start_control()
         except BaseException:
             self.stop()
@@ -483,9 +496,10 @@ class Stack:
             with suppress(OSError):
                 self.control_path.unlink()
             self._control = None
-        if self._supervisor is not None:
-            self._supervisor.join(timeout=5)
-            self._supervisor = None
+        for thread in (self._supervisor, self._liveness):
+            if thread is not None:
+                thread.join(timeout=5)
+        self._supervisor = self._liveness = None
         with self._lock:
             items = list(self.managed.values())
             for item in items:
@@ -519,6 +533,47 @@ class Stack:
             with self._lock:
                 for item in list(self.managed.values()):
                     self._check(item)
+
+    def _watch_liveness(self) -> None:
+        """Kills a service instance that stopped answering /healthz (LIVENESS_*): the supervisor
+        then restarts it. An instance counts only once it has answered since its start, and not
+        while it is stopped on purpose (a rolling restart's drain, a test's stop)."""
+        # Per instance: the pid last probed, whether it has answered since it started, misses. The
+        # stack starts this watch once every instance has answered (wait_healthy).
+        with self._lock:
+            seen = {
+                item.name: (item.process.pid, True, 0)
+                for item in self.managed.values()
+                if item.spec is not None and item.process is not None
+            }
+        while not self._stopping.wait(LIVENESS_INTERVAL_SECONDS):
+            with self._lock:
+                running = [
+                    (item, item.process)
+                    for item in self.managed.values()
+                    if item.spec is not None and item.wanted and item.process is not None
+                ]
+            for item, process in running:
+                if process.poll() is not None or self._stopping.is_set():
+                    continue
+                pid, answered, misses = seen.get(item.name, (process.pid, False, 0))
+                if pid != process.pid:
+                    answered, misses = False, 0
+                if item.health():
+                    seen[item.name] = (process.pid, True, 0)
+                    continue
+                misses = misses + 1 if answered else 0
+                seen[item.name] = (process.pid, answered, misses)
+                if misses >= LIVENESS_MISSES:
+                    with self._lock:
+                        if not item.wanted or item.process is not process or process.poll() is not None:
+                            continue
+                        self.console.say(
+                            f"{item.name} left {misses} health checks in a row unanswered; killed"
+                            " (restarted as a crash is)"
+                        )
+                        _signal_group(process.pid, signal.SIGKILL)
+                    seen.pop(item.name, None)
 
     def _check(self, item: Managed) -> None:
         if not item.wanted or item.process is None or self._stopping.is_set():
@@ -791,7 +846,7 @@ def _wait_or_kill(item: Managed) -> None:
 
 def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=LIVENESS_TIMEOUT_SECONDS) as response:  # noqa: S310
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
