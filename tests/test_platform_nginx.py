@@ -201,3 +201,20 @@ async def test_the_token_check_keeps_its_connections_to_the_gateway(
         answer = await api.get("/private/chat-list/?limit=1", headers=user.headers)
         assert answer.status_code == 200, answer.text
     assert _closed_connections_to(ports) - before < 10
+
+
+def test_an_answer_of_an_instance_never_counts_as_its_failure(stack: Stack) -> None:
+    """Only a refused or broken connection, or a timeout, takes an instance out of nginx's
+    rotation. A service's own 502 or 503 (Yandex failed or is not configured, its database is
+    away) is its answer: counted as the instance's failure (`max_fails=1`), two of them took every
+    instance of the service out for `fail_timeout`, and with them every route of it; one anonymous
+    GET of /auth/yandex_oauth_url/ on a stack without Yandex answered 503 to every log-in for
+    seconds. (Through nginx this needs a GET route that answers 5xx on demand, which no service
+    has while its dependencies are up: the rendered configuration is checked instead.)"""
+    rendered = (stack.config.data_dir / "nginx" / "nginx.conf").read_text()
+    directives = [line.split("#")[0].strip() for line in rendered.splitlines()]
+    next_upstream = [line for line in directives if line.startswith("proxy_next_upstream ")]
+    assert next_upstream, "no proxy_next_upstream directive"
+    for line in next_upstream:
+        conditions = set(line.rstrip(";").split()[1:])
+        assert conditions <= {"error", "timeout", "off"}, line
