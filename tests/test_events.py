@@ -509,6 +509,33 @@ async def test_resume_from_an_older_seq_and_twice_in_a_row(
     assert third.seq == 8
 
 
+@pytest.mark.parametrize("placement", ["same instance", "other instance"])
+async def test_a_resumed_session_closes_its_older_connection(
+    api: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    make_user: Any,
+    clients: Any,
+    instance_urls: dict[str, str],
+    placement: str,
+) -> None:
+    """RESUME of a session whose connection is still open closes that connection 4000 (docs:
+    `session resumed elsewhere`), whichever instance each is on; only the new one gets events.
+    On the same instance the old connection stayed open, answering not even a heartbeat."""
+    alice, bob = await make_user(), await make_user()
+    chat_id = await chat_between(api, db, alice, bob)
+    old = await identified(clients, instance_urls["events1"], bob)
+    session_id, seq = old.session_id, old.seq
+    assert session_id is not None
+    assert seq is not None
+    other = "events1" if placement == "same instance" else "events2"
+    new = await clients(instance_urls[other])
+    assert await new.resume(bob.token, session_id, seq) == []
+    closed = await old.closed(timeout=15)
+    assert (closed.code, closed.reason) == (4000, "session resumed elsewhere")
+    await send(api, alice, chat_id, "after the resume")
+    assert await texts(new, 1) == ["after the resume"]
+
+
 async def test_resume_refusals(
     api: httpx.AsyncClient, make_user: Any, clients: Any, events_url: str, redis: aioredis.Redis
 ) -> None:

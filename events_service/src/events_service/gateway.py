@@ -252,8 +252,10 @@ class Connection:
                 raise ProtocolViolation(CloseCode.INVALID_SEQ, "bad seq") from None
             previous = hub.by_id.get(session_id)
             if previous is not None:  # the same session's older connection, here
-                hub.unregister(previous)
+                # Closed first: unregister marks it closing, and close_soon leaves a session
+                # marked closing alone (its connection then stayed open, answering nothing).
                 hub.close_soon(previous, CloseCode.UNKNOWN_ERROR, "session resumed elsewhere")
+                hub.unregister(previous)
             session = self._start(claims, session_id, seq)
             entries = await records.entries(claims.user_id, start, session.last_id_text)
             after = start[1:] if start.startswith("(") else entry_before(start)
