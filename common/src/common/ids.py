@@ -16,13 +16,18 @@ def parse_id(text: str) -> int | None:
     return value if 1 <= value <= MAX_ID else None
 
 
+def _plain_digits(text: str, *, zero: bool) -> bool:
+    """ASCII digits without a leading zero (`zero`: "0" itself allowed)."""
+    return text.isascii() and text.isdigit() and (not text.startswith("0") or (zero and text == "0"))
+
+
 def one_spelling(value: object) -> object:
     """Pydantic's `BeforeValidator` for an id in a path or query: a string must be ASCII digits
     without a sign, spaces, underscores or leading zeros (pydantic would read "+5", " 5", "0_5"
     and "05" all as 5). Numbers pass on to the int check."""
     if isinstance(value, bool):
         raise ValueError("an id must be an integer")
-    if isinstance(value, str) and not (value.isascii() and value.isdigit() and not value.startswith("0")):
+    if isinstance(value, str) and not _plain_digits(value, zero=False):
         raise ValueError("an id is written in ASCII digits, without a sign or leading zeros")
     return value
 
@@ -39,8 +44,6 @@ def plain_count(value: object) -> object:
     """Pydantic's `BeforeValidator` for a count in a query (`limit`, `offset`): ASCII digits
     without a sign, spaces, underscores, a fraction or leading zeros, as for an id, 0 included
     (pydantic would read "+5", "05", "5.0" and "1_0" as numbers)."""
-    if isinstance(value, str) and not (
-        value.isascii() and value.isdigit() and (value == "0" or not value.startswith("0"))
-    ):
+    if isinstance(value, str) and not _plain_digits(value, zero=True):
         raise ValueError("a number is written in ASCII digits, without a sign or leading zeros")
     return value
