@@ -54,6 +54,35 @@ async def test_oversized_body_is_a_json_413(api: httpx.AsyncClient) -> None:
     assert response.json() == {"detail": "Request body is too large", "code": "request_too_large"}
 
 
+async def test_an_oversized_chunked_body_is_a_json_413(api: httpx.AsyncClient, make_user: Any) -> None:
+    """A body sent without a Content-Length is refused only once it passes its location's limit,
+    part-way through: the answer is still nginx's JSON 413, on the avatar's 9 MiB limit too."""
+    user = await make_user()
+
+    async def chunked(size: int) -> Any:
+        piece = b"0" * (256 * 1024)
+        for _ in range(size // len(piece)):
+            yield piece
+
+    for path, size in (
+        ("/users/upload-avatar/", 12 * 1024 * 1024),
+        ("/private/start-chat/", 4 * 1024 * 1024),
+        ("/auth/register/", 4 * 1024 * 1024),
+    ):
+        response = await api.request(
+            "PATCH" if "avatar" in path else "POST",
+            path,
+            content=chunked(size),
+            headers={**user.headers, "Content-Type": "multipart/form-data; boundary=x"},
+        )
+        assert "content-length" not in response.request.headers
+        assert (response.status_code, response.headers["content-type"]) == (
+            413,
+            "application/json; charset=utf-8",
+        ), (path, response.text[:200])
+        assert response.json() == {"detail": "Request body is too large", "code": "request_too_large"}
+
+
 async def test_request_id_is_returned_and_passed_to_services(api: httpx.AsyncClient, stack: object) -> None:
     response = await api.post("/auth/login/", json={"email": "rid@example.com", "password": "whatever1"})
     request_id = response.headers["X-Request-Id"]
