@@ -349,6 +349,41 @@ async def test_rejected_uploads_change_nothing(backend, client, backend_db) -> N
     not_multipart = await client.patch("/users/upload-avatar/", content=png(), headers=member.headers)
     assert not_multipart.status_code == 422
 
+    # A form body that cannot be read is the 422 of a malformed body (Starlette's own 400 had a
+    # code no client could know), with the reason.
+    def form(body: bytes, content_type: str = "multipart/form-data; boundary=XX") -> dict[str, Any]:
+        return {"content": body, "headers": {**member.headers, "Content-Type": content_type}}
+
+    part = b'--XX\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nv\r\n'
+    unreadable = {
+        "no boundary": form(b"--XX--\r\n", "multipart/form-data"),
+        "too many parts": form(b"".join(part % i for i in range(1001)) + b"--XX--\r\n"),
+        "a field part over 1 MiB": form(
+            b'--XX\r\nContent-Disposition: form-data; name="avatar_file"\r\n\r\n'
+            + b"\x89PNG" + b"\0" * (2 * MIB) + b"\r\n--XX--\r\n"
+        ),
+    }
+    for label, request in unreadable.items():
+        response = await client.patch("/users/upload-avatar/", **request)
+        assert (response.status_code, response.json()["code"]) == (422, "validation_error"), label
+        (problem,) = response.json()["detail"]
+        assert (problem["type"], problem["loc"], bool(problem["ctx"]["error"])) == (
+            "multipart_invalid",
+            ["body"],
+            True,
+        ), label
+    # An image sent as a plain field (no file name) is refused as one, and not quoted back whole.
+    as_field = await client.patch(
+        "/users/upload-avatar/",
+        **form(
+            b'--XX\r\nContent-Disposition: form-data; name="avatar_file"\r\n\r\n'
+            + random_png((300, 300))
+            + b"\r\n--XX--\r\n"
+        ),
+    )
+    assert as_field.status_code == 422
+    assert len(as_field.content) < 2000
+
     assert await avatar_row(backend_db, member.id) == before
     assert backend.stored_keys(member.id) == stored_before
     assert (await fetch(before[0])).status_code == 200

@@ -208,6 +208,18 @@ def test_a_422_never_echoes_secret_fields() -> None:
         assert redacted["type"] == "model_attributes_type"
 
 
+def test_a_422_quotes_at_most_256_characters_of_a_string() -> None:
+    from common.errors import ECHO_MAX_CHARS, _redacted
+
+    long_text = "x" * 5000
+    error = {"type": "string_too_long", "loc": ["body", "text"], "input": long_text}
+    assert _redacted(error)["input"] == "x" * ECHO_MAX_CHARS + "…"
+    whole = {"type": "missing", "loc": ["body", "chat"], "input": {"text": long_text, "n": [long_text, 1]}}
+    assert _redacted(whole)["input"] == {"text": "x" * 256 + "…", "n": ["x" * 256 + "…", 1]}
+    short = {"type": "string_too_short", "loc": ["body", "username"], "input": "b"}
+    assert _redacted(short) == short
+
+
 @pytest.mark.parametrize(
     ("query", "kept"),
     [

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
@@ -204,10 +205,16 @@ _UNREADABLE_JSON = (
 
 
 def _body_parse_failure(request: Request, exc: StarletteHTTPException) -> RequestValidationError | None:
-    """The 422 FastAPI would give a malformed JSON body, for the 400 it gives some of them (a
-    form, which FastAPI reads otherwise, keeps its 400)."""
+    """The 422 FastAPI would give a malformed JSON body, for the 400 it gives some of them; and the
+    same 422 for a form body it cannot read (no boundary, a broken part, too many parts, a field
+    part over 1 MiB), which Starlette answers with a 400 of its own."""
+    if exc.status_code != 400:
+        return None
+    if isinstance(exc.__context__, MultiPartException):
+        error = {"type": "multipart_invalid", "loc": ("body",), "msg": "Form body error"}
+        return RequestValidationError([{**error, "input": {}, "ctx": {"error": exc.__context__.message}}])
     cause = exc.__cause__
-    if exc.status_code != 400 or cause is None:
+    if cause is None:
         return None
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type and not (content_type == "application/json" or content_type.endswith("+json")):
@@ -306,7 +313,22 @@ def _redacted(error: dict[str, Any]) -> dict[str, Any]:
         # A whole body that is not an object (a bare string, a list): nothing names its members,
         # so any of them could be the password. Not echoed.
         return {key: item for key, item in error.items() if key not in ("input", "ctx")}
-    return {**error, "input": _without_secrets(error["input"])}
+    return {**error, "input": _shortened(_without_secrets(error["input"]))}
+
+
+# A 422 quotes at most this much of any string it echoes (a file sent as a form field was echoed
+# whole: megabytes back for a mistaken upload).
+ECHO_MAX_CHARS = 256
+
+
+def _shortened(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > ECHO_MAX_CHARS:
+        return value[:ECHO_MAX_CHARS] + "…"
+    if isinstance(value, dict):
+        return {key: _shortened(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shortened(item) for item in value]
+    return value
 
 
 async def _validation_error_handler(request: Request, exc: Exception) -> Response:
