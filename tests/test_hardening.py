@@ -492,7 +492,6 @@ async def test_every_get_route_answers_head(api: httpx.AsyncClient, make_user: M
         f"/private/{chat_id}/messages",
         f"/private/{chat_id}/info/",
         "/auth/yandex_oauth_url/",
-        "/auth/encrypt_user_data/",
         "/private/999999999/info/",
     ):
         got = await api.get(path, headers=user.headers)
@@ -500,11 +499,45 @@ async def test_every_get_route_answers_head(api: httpx.AsyncClient, make_user: M
         assert head.status_code == got.status_code, (path, head.status_code, got.status_code)
         assert head.content == b"", path
         assert head.headers["content-type"] == got.headers["content-type"], path
-        if path != "/auth/encrypt_user_data/":  # a new ticket each time: another length
-            assert head.headers["content-length"] == got.headers["content-length"], path
+        assert head.headers["content-length"] == got.headers["content-length"], path
     # No token: the same 401 as GET; a POST-only route: still 405.
     assert (await api.head("/users/me/")).status_code == 401
     assert (await api.head("/auth/login/")).status_code == 405
+
+
+async def test_head_changes_nothing_where_a_get_does(api: httpx.AsyncClient, make_user: MakeUser) -> None:
+    """The two GET routes that change something (minting a QR ticket, spending one) refuse HEAD:
+    a link checker's HEAD minted tickets against the caller's cap of 20 live ones."""
+    user = await make_user()
+    for _ in range(25):
+        head = await api.head("/auth/encrypt_user_data/", headers=user.headers)
+        assert (head.status_code, head.headers["allow"]) == (405, "GET")
+    minted = await api.get("/auth/encrypt_user_data/", headers=user.headers)
+    assert minted.status_code == 200, minted.text
+    ticket = minted.json()["token"]
+    spend = await api.head("/auth/qr_auth/?client_id=" + "h" * 16, headers={"Authorization": ticket})
+    assert (spend.status_code, spend.headers["allow"]) == (405, "GET")
+    assert (await api.post("/auth/encrypt_user_data/", headers=user.headers)).headers["allow"] == "GET"
+
+
+async def test_a_405_lists_every_method_of_the_path(api: httpx.AsyncClient, make_user: MakeUser) -> None:
+    """RFC 9110: a 405's Allow names every method the resource answers, on either spelling."""
+    user, other = await make_user(), await make_user()
+    body = {"recipient_id": other.id, "text": "hi"}
+    chat_id = (await api.post("/private/start-chat/", json=body, headers=user.headers)).json()["chat_id"]
+    page = await api.get(f"/private/{chat_id}/messages", headers=user.headers)
+    message = f"/private/{chat_id}/messages/{page.json()[0]['id']}/"
+    for method, path, allowed in (
+        ("PUT", "/users/upload-avatar/", "POST, PATCH"),
+        ("PUT", "/users/upload-avatar", "POST, PATCH"),
+        ("POST", message, "GET, HEAD, PATCH, DELETE"),
+        ("PUT", message.rstrip("/"), "GET, HEAD, PATCH, DELETE"),
+        ("DELETE", "/users/me/", "GET, HEAD"),
+        ("GET", "/auth/login/", "POST"),
+    ):
+        response = await api.request(method, path, headers=user.headers)
+        assert response.status_code == 405, (method, path, response.text)
+        assert (response.json()["code"], response.headers["allow"]) == ("method_not_allowed", allowed), path
 
 
 @pytest.mark.parametrize("path", ["/events/", "/auth_events/qr_auth/?client_id=" + "a" * 16])

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from auth_service.dependencies import State
 from auth_service.passwords import Passwords
+from auth_service.qr.routes import QR_TICKET_PATHS
 from auth_service.qr.routes import internal_router as qr_internal_router
 from auth_service.qr.routes import router as qr_router
 from auth_service.qr.tickets import build_ticket_service
@@ -96,4 +97,6 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         settings=settings,
         routers=[router, qr_router, qr_internal_router, yandex_router],
+        # Minting a QR ticket and spending one: never for a HEAD (common.head).
+        head_refused_paths=QR_TICKET_PATHS,
     )

@@ -10,10 +10,11 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.middleware import Middleware
 from starlette.routing import Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from common.boundary import TrustBoundary
 from common.errors import AnswerUnexpectedErrors, install_error_handlers
+from common.head import HeadAsGet, head_refused
 from common.health import Readiness
 from common.input_guard import RejectUnstorableInput
 from common.logs import AccessLogMiddleware
@@ -60,20 +61,6 @@ def _then_freeze(lifespan: Lifespan | None) -> Lifespan:
     return run
 
 
-class HeadAsGet:
-    """HEAD is answered wherever GET is (RFC 9110: a server supports both), with GET's status and
-    headers and no body: the routes see a GET, and uvicorn, which still holds the request as a
-    HEAD, writes no body. Routes declare GET only."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "HEAD":
-            scope = {**scope, "method": "GET"}
-        await self.app(scope, receive, send)
-
-
 def build_app(
     *,
     title: str,
@@ -84,10 +71,12 @@ def build_app(
     version: str = "0.1.0",
     settings: BaseServiceSettings | None = None,
     middleware: Sequence[Middleware] = (),
+    head_refused_paths: Sequence[str] = (),
 ) -> FastAPI:
     """`prefix` is the path nginx routes to the service (e.g. "/users"); docs live beneath it.
     `settings` give the trust boundary's secrets; `middleware` runs inside the boundary (a fast
-    path answered below the framework must not answer a caller the boundary refuses)."""
+    path answered below the framework must not answer a caller the boundary refuses);
+    `head_refused_paths` are GET routes that change something, which answer no HEAD."""
     app = FastAPI(
         title=title,
         description=description,
@@ -122,7 +111,8 @@ def build_app(
 
     install_error_handlers(app)
     # Innermost: only the routes see a HEAD as the GET it asks about.
-    app.add_middleware(HeadAsGet)
+    app.state.head_refused = head_refused(head_refused_paths)
+    app.add_middleware(HeadAsGet, refused=head_refused_paths)
     # Added early, so inner: the access log and the metrics see its 500.
     app.add_middleware(AnswerUnexpectedErrors)
     app.add_middleware(RejectUnstorableInput)

@@ -20,9 +20,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
+from common.head import refuses_head
 from common.i18n import Language, pick_language
 from common.outages import OUTAGE_CANDIDATES, is_outage
 
@@ -211,8 +213,8 @@ def _body_parse_failure(request: Request, exc: StarletteHTTPException) -> Reques
     if exc.status_code != 400:
         return None
     if isinstance(exc.__context__, MultiPartException):
-        error = {"type": "multipart_invalid", "loc": ("body",), "msg": "Form body error"}
-        return RequestValidationError([{**error, "input": {}, "ctx": {"error": exc.__context__.message}}])
+        problem = {"type": "multipart_invalid", "loc": ("body",), "msg": "Form body error", "input": {}}
+        return RequestValidationError([{**problem, "ctx": {"error": exc.__context__.message}}])
     cause = exc.__cause__
     if cause is None:
         return None
@@ -245,9 +247,39 @@ async def _http_error_handler(request: Request, exc: Exception) -> Response:
         code = "method_not_allowed"
         if detail == "Method Not Allowed":
             detail = METHOD_NOT_ALLOWED.in_language(language)
+        return JSONResponse(
+            {"detail": detail, "code": code},
+            status_code=405,
+            headers={**(exc.headers or {}), "Allow": _allowed_methods(request)},
+        )
     else:
         code = f"http_{exc.status_code}"
     return JSONResponse({"detail": detail, "code": code}, status_code=exc.status_code, headers=exc.headers)
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path answers (RFC 9110: a 405 lists them all). The router's own 405 names
+    only the first route that matched the path, and each method of a path is a route of its own.
+    HEAD is answered wherever GET is, except where the app refuses it (common.head)."""
+    scope, routes = request.scope, request.app.router.routes
+    path: str = scope["path"]
+    # Either spelling of the path (common.app answers both).
+    spellings = (path, path[:-1] if path.endswith("/") else path + "/")
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**scope, "path": spelling, "method": method})[0] is Match.FULL
+            for spelling in spellings
+            for route in routes
+        )
+    ]
+    if "GET" in allowed and not refuses_head(getattr(request.app.state, "head_refused", frozenset()), scope):
+        allowed.insert(1, "HEAD")
+    return ", ".join(allowed)
 
 
 async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:

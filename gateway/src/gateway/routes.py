@@ -24,6 +24,6 @@ class TokenOwner(BaseModel):
 async def get_token(access: AccessDep, authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
     """200 with `X-User-Id` for a good token; 401 for a missing, malformed, forged, expired or
     revoked one. nginx's auth_request asks with HEAD (the same answer without its body, as for
-    every GET route: common.app.HeadAsGet; see nginx.conf.template)."""
+    every GET route: common.head.HeadAsGet; see nginx.conf.template)."""
     claims = await access.check(authorization)
     return JSONResponse({"user_id": claims.user_id}, headers={"X-User-Id": str(claims.user_id)})

@@ -44,6 +44,8 @@ class IdentifyResponse(BaseModel):
 
 
 router = APIRouter(prefix="/auth", tags=["qr login"])
+# The two GET routes below change something (a ticket minted, a ticket spent): no HEAD there.
+QR_TICKET_PATHS = ("/auth/encrypt_user_data/", "/auth/qr_auth/")
 internal_router = APIRouter(prefix="/internal/qr", include_in_schema=False)
 
 
@@ -63,7 +65,9 @@ async def mint_ticket(
 
 
 @router.get(
-    "/qr_auth/", response_model=TokenResponse, responses=error_responses(NotAuthenticated, InvalidTicket)
+    "/qr_auth/",
+    response_model=TokenResponse,
+    responses=error_responses(NotAuthenticated, InvalidTicket),
 )
 async def exchange_ticket(
     client_id: Annotated[str, Query(pattern=CLIENT_ID_PATTERN, max_length=CLIENT_ID_MAX_LENGTH)],
