@@ -388,6 +388,23 @@ async def test_accept_language_picks_messages_and_is_stored(
     assert nginx_401.json() == {"detail": "Требуется авторизация", "code": "not_authenticated"}
     english = await api.post("/auth/login/", json={"email": body["email"], "password": "wrong one"})
     assert english.json() == {"detail": "Invalid email or password", "code": "invalid_credentials"}
+    # q-values decide, in nginx's 401 as in the services' answers, and the answer names its language.
+    for header, language in (
+        ("en;q=0.1, ru;q=0.9", "ru"),
+        ("ru;q=0, en", "en"),
+        ("fr, ru;q=0.5", "ru"),
+        ("ru;q=0.2, en;q=0.8", "en"),
+    ):
+        service = await api.post(
+            "/auth/login/",
+            json={"email": body["email"], "password": "wrong one"},
+            headers={"Accept-Language": header},
+        )
+        nginx = await api.get("/users/me/", headers={"Accept-Language": header})
+        russian = language == "ru"
+        assert (service.json()["detail"] == "Неверный email или пароль") is russian, header
+        assert (nginx.json()["detail"] == "Требуется авторизация") is russian, header
+        assert service.headers["content-language"] == language, header
 
 
 async def test_registration_with_users_service_down_leaves_nothing(

@@ -191,8 +191,12 @@ def _language(request: Request) -> Language:
 
 
 async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Its `detail` in the language asked for, named in Content-Language (nginx's 401 after a token
+    check speaks the language the gateway's answer names)."""
     assert isinstance(exc, AppError)
-    return JSONResponse(exc.body(_language(request)), status_code=exc.status_code, headers=exc.headers)
+    language = _language(request)
+    headers = {**exc.headers, "Content-Language": language}
+    return JSONResponse(exc.body(language), status_code=exc.status_code, headers=headers)
 
 
 # FastAPI answers a JSON body it could not read with a 400 "There was an error parsing the body"
