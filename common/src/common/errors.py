@@ -254,11 +254,12 @@ async def _http_error_handler(request: Request, exc: Exception) -> Response:
         return JSONResponse(
             {"detail": detail, "code": code},
             status_code=405,
-            headers={**(exc.headers or {}), "Allow": _allowed_methods(request)},
+            headers={**(exc.headers or {}), "Allow": _allowed_methods(request), "Content-Language": language},
         )
     else:
         code = f"http_{exc.status_code}"
-    return JSONResponse({"detail": detail, "code": code}, status_code=exc.status_code, headers=exc.headers)
+    headers = {**(exc.headers or {}), "Content-Language": language}
+    return JSONResponse({"detail": detail, "code": code}, status_code=exc.status_code, headers=headers)
 
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
