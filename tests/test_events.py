@@ -333,6 +333,14 @@ async def test_after_identify_the_wrong_ops_are_refused(
         await client.identify(alice.token)
         await client.ws.send(json.dumps(frame))
         assert (await client.closed()).code == code
+    # Two IDENTIFY frames at once: the first one's READY still arrives, then the 4005.
+    client = await clients(events_url)
+    identify = json.dumps({"op": 2, "d": {"token": alice.token}})
+    await client.ws.send(identify)
+    await client.ws.send(identify)
+    ready = await client.dispatch()
+    assert (ready["t"], ready["s"]) == ("READY", 1)
+    assert (await client.closed()).code == 4005
 
 
 async def test_expired_and_revoked_tokens_are_refused(
@@ -422,6 +430,43 @@ async def test_logout_all_closes_every_session_of_the_user_on_every_instance(
     for client in (after, bystander):
         assert client.ws.close_code is None
         await client.send(1, None)
+
+
+async def test_a_session_whose_token_was_revoked_while_away_is_not_resumed(
+    api: httpx.AsyncClient, make_user: Any, clients: Any, events_url: str
+) -> None:
+    """The watcher closes only sessions a connection holds; one waiting for its RESUME when its
+    token is revoked is refused then (op 9), whichever token asks."""
+    alice = await make_user()
+
+    async def log_in() -> str:
+        response = await api.post("/auth/login/", json={"email": alice.email, "password": alice.password})
+        assert response.status_code == 200, response.text
+        token: str = response.json()["token"]
+        return token
+
+    async def away(token: str) -> str:
+        client = await clients(events_url)
+        await client.identify(token)
+        assert client.session_id is not None
+        await client.close()
+        return client.session_id
+
+    for revoke in ("/auth/logout/", "/auth/logout-all/"):
+        doomed, kept = await log_in(), await log_in()
+        doomed_session, kept_session = await away(doomed), await away(kept)
+        assert (await api.post(revoke, headers={"Authorization": f"Bearer {doomed}"})).status_code == 200
+        asking = await log_in()
+        client = await clients(events_url)
+        await client.send(6, {"token": asking, "session_id": doomed_session, "seq": 1})
+        assert await client.frame() == {"op": 9, "d": False, "s": None, "t": None}, revoke
+        # The session of a token the logout left alive resumes (after a logout-all, none is left).
+        client = await clients(events_url)
+        if revoke == "/auth/logout/":
+            assert await client.resume(asking, kept_session, 1) == []
+        else:
+            await client.send(6, {"token": asking, "session_id": kept_session, "seq": 1})
+            assert (await client.frame())["op"] == 9
 
 
 async def test_a_token_that_expires_closes_its_session_at_expiry(
@@ -560,10 +605,11 @@ async def test_resume_refusals(
     client = await clients(events_url)
     await client.send(6, {"token": alice.token, "session_id": session_id, "seq": 50})
     assert (await client.closed()).code == 4007
-    # A seq below anything the session sent (READY is 1).
-    client = await clients(events_url)
-    await client.send(6, {"token": alice.token, "session_id": session_id, "seq": 0})
-    assert (await client.closed()).code == 4007
+    # A seq below anything the session sent (READY is 1), and seqs that are not integers.
+    for bad_seq in (0, "1", 1.0, None, True):
+        client = await clients(events_url)
+        await client.send(6, {"token": alice.token, "session_id": session_id, "seq": bad_seq})
+        assert (await client.closed()).code == 4007, bad_seq
 
     # Outside the window: the record is gone, op 9.
     deadline = time.monotonic() + RESUME_WINDOW + 20

@@ -40,6 +40,8 @@ logger = logging.getLogger("events_service.gateway")
 MAX_SESSION_ID_LENGTH = 64
 # How long IDENTIFY / RESUME wait for the reader to know its place (Redis) before giving up.
 READY_WAIT_SECONDS = 2.0
+# How long a connection closed for a protocol violation may take to send what its session queued.
+FLUSH_BEFORE_CLOSE_SECONDS = 0.5
 # 1012 "service restart": the instance is stopping (after op 7).
 CLOSE_RESTARTING = 1012
 CLOSE_INTERNAL_ERROR = 1011
@@ -102,7 +104,7 @@ class Connection:
                 return
             await self._receive_loop()
         except ProtocolViolation as violation:
-            await self._close(violation.code, violation.reason)
+            await self._close(violation.code, violation.reason, flush=True)
         except (WebSocketDisconnect, RuntimeError):
             pass  # the client left (RuntimeError: a send raced the close)
         except Exception:
@@ -113,11 +115,17 @@ class Connection:
             if self.session is not None:
                 await hub.release(self.session)
 
-    async def _close(self, code: int, reason: str) -> None:
-        if self.session is not None:
-            self.session.closing = True
-            if self.session.writer is not None:
-                self.session.writer.cancel()
+    async def _close(self, code: int, reason: str, *, flush: bool = False) -> None:
+        """`flush`: what the session has queued goes out first, for a moment at most (a READY
+        queued before a second IDENTIFY, which a client needs to make sense of the 4005)."""
+        session = self.session
+        if session is not None:
+            if flush and session.writer is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(session.writer), FLUSH_BEFORE_CLOSE_SECONDS)
+            session.closing = True
+            if session.writer is not None:
+                session.writer.cancel()
         with contextlib.suppress(Exception):
             await self.websocket.close(code, reason)
 
@@ -218,7 +226,7 @@ class Connection:
         try:
             parts = await repository.ready_parts(gateway.pool, claims.user_id)
             await gateway.records.create(
-                session.session_id, user_id=claims.user_id, owner=session.owner, start_id=session.last_id_text
+                session.session_id, token=claims, owner=session.owner, start_id=session.last_id_text
             )
         except (RedisError, OSError, asyncpg.PostgresError) as exc:
             logger.warning("IDENTIFY failed", extra={"error": repr(exc)})
@@ -232,14 +240,21 @@ class Connection:
     async def _resume(self, d: dict[str, Any]) -> None:
         claims = await self._check(d.get("token"))
         session_id, seq = d.get("session_id"), d.get("seq")
-        if not isinstance(session_id, str) or not isinstance(seq, int) or isinstance(seq, bool):
+        if not isinstance(session_id, str):
             raise ProtocolViolation(CloseCode.DECODE_ERROR, "RESUME needs token, session_id and seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise ProtocolViolation(CloseCode.INVALID_SEQ, "bad seq: the last seq received, an integer")
         gateway = self.gateway
         hub, records = gateway.hub, gateway.records
         try:
             record = None
             if 0 < len(session_id) <= MAX_SESSION_ID_LENGTH and session_id.isascii():
                 record = await records.load(session_id)
+            # Its token revoked while no connection held it (the watcher sees only held sessions).
+            held_by = record.token if record is not None and record.user_id == claims.user_id else None
+            if held_by is not None and await gateway.access.revoked_among([held_by]):
+                await records.delete(session_id)
+                record = None
             if record is None or record.user_id != claims.user_id:
                 await self.websocket.send_text(INVALID_SESSION)
                 # The client identifies anew on this connection: a fresh deadline for it.
@@ -263,13 +278,14 @@ class Connection:
             await records.take_over(
                 session_id,
                 old=record,
+                token=claims,
                 owner=session.owner,
                 resumed_from=seq,
                 resumed_after=after,
                 replayed=len(entries),
                 last_id=last_id,
             )
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, asyncpg.PostgresError) as exc:
             logger.warning("RESUME failed", extra={"error": repr(exc)})
             raise ProtocolViolation(CloseCode.UNKNOWN_ERROR, "events unavailable, try again") from None
         session.segment_start = seq + len(entries) + 1

@@ -8,7 +8,9 @@ The record (hash `chat:ev:s:<session_id>`) holds:
 - `a`, `ai`: the current segment's start; `c`, `ci`: a checkpoint inside it (the last dispatch
   sent and its entry id), written in batches a few milliseconds after the frames go out;
 - `p`, `pi`, `pe`: the previous segment, which is the replay of the last resume (seqs `p + 1` to
-  `pe`, after entry `pi`), so a client that lost its connection during a replay resumes again.
+  `pe`, after entry `pi`), so a client that lost its connection during a replay resumes again;
+- `j`, `ji`, `jx`: the token holding the session (its id, issued at, expires at), so a RESUME of a
+  session whose token was revoked while no connection held it is refused.
 From the checkpoint a seq maps to a stream position: forward by counting entries after `ci`,
 backward by counting entries down to `ai`. A checkpoint that lags (an instance killed between
 two writes) is still a true pair, so the mapping stays exact.
@@ -21,8 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from common.events import GLOBAL_STREAM, session_key, user_stream
+from common.tokens import AccessClaims
 
 # A live record's TTL is the resume window plus this, refreshed every REFRESH_SECONDS: an
 # instance killed outright leaves records that expire within the window plus this margin.
@@ -57,6 +61,12 @@ class Record:
     p: int | None
     pi: str | None
     pe: int | None
+    # The token holding the session; None in a record written before it was kept.
+    token: AccessClaims | None
+
+
+def _token_fields(token: AccessClaims) -> dict[FieldT, EncodableT]:
+    return {"j": token.jti, "ji": token.issued_at, "jx": token.expires_at}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +87,14 @@ class Records:
         self.live_ttl_ms = int((resume_window_seconds + LIVE_MARGIN_SECONDS) * 1000)
         self._checkpoint = redis.register_script(CHECKPOINT_SCRIPT)
 
-    async def create(self, session_id: str, *, user_id: int, owner: str, start_id: str) -> None:
+    async def create(self, session_id: str, *, token: AccessClaims, owner: str, start_id: str) -> None:
         """A new session (READY is seq 1, after entry `start_id`)."""
         key = session_key(session_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"u": user_id, "o": owner, "a": 1, "ai": start_id, "c": 1, "ci": start_id})
+            fields: dict[FieldT, EncodableT] = {
+                "u": token.user_id, "o": owner, "a": 1, "ai": start_id, "c": 1, "ci": start_id
+            }
+            pipe.hset(key, mapping={**fields, **_token_fields(token)})
             pipe.pexpire(key, self.live_ttl_ms)
             await pipe.execute()
 
@@ -101,6 +114,11 @@ class Records:
             p=int(fields["p"]) if previous else None,
             pi=fields["pi"] if previous else None,
             pe=int(fields["pe"]) if previous else None,
+            token=(
+                AccessClaims(int(fields["u"]), fields["j"], int(fields["jx"]), float(fields["ji"]))
+                if "j" in fields
+                else None
+            ),
         )
 
     async def _skip(self, stream: str, after: str, count: int) -> str:
@@ -147,6 +165,7 @@ class Records:
         session_id: str,
         *,
         old: Record,
+        token: AccessClaims,
         owner: str,
         resumed_from: int,
         resumed_after: str,
@@ -171,6 +190,7 @@ class Records:
                     "ai": last_id,
                     "c": resumed_seq,
                     "ci": last_id,
+                    **_token_fields(token),
                 },
             )
             pipe.pexpire(key, self.live_ttl_ms)
