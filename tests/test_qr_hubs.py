@@ -101,6 +101,9 @@ async def test_a_third_client_is_refused(ws_url: str, instances: dict[str, str])
         "?client_id=" + "ä" * 20,
         "?client_id=",
         "",
+        # A valid id spelled with escapes: nginx routes by the raw text, so it would reach
+        # another instance's hub of the same id.
+        "?client_id=" + "a" * 20 + "%41",
     ],
 )
 async def test_a_malformed_client_id_gets_hub_is_full(

@@ -41,12 +41,21 @@ async def qr_auth_over_http() -> None:
     raise UpgradeRequired()
 
 
+def _client_id(query: bytes) -> str:
+    """The query's one `client_id`, as written: nginx routes a hub by the raw text, so a spelling
+    that decodes to the same id (`%41` for `A`) would reach another instance's hub of that id.
+    The allowed characters never need encoding; "" (malformed) otherwise, or when it is named
+    twice (a second must not pick another hub)."""
+    named = [part[len(b"client_id=") :] for part in query.split(b"&") if part.startswith(b"client_id=")]
+    if len(named) != 1 or not named[0].isascii():
+        return ""
+    return named[0].decode("ascii")
+
+
 @router.websocket("/auth_events/qr_auth/")
 @router.websocket("/auth_events/qr_auth")
 async def qr_auth(websocket: WebSocket, registry: HubsDep, auth: AuthDep, settings: SettingsDep) -> None:
-    # Exactly one client_id: nginx routes by the first, and a second must not pick another hub.
-    named = websocket.query_params.getlist("client_id")
-    client_id = named[0] if len(named) == 1 else ""
+    client_id = _client_id(websocket.scope["query_string"])
     client = Client(websocket)
     # Join before the handshake completes, so a client that sees the socket open is in the hub.
     joined = registry.join(client_id, client) if CLIENT_ID_RE.fullmatch(client_id) else None
