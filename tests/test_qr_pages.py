@@ -68,10 +68,12 @@ async def test_pages_carry_strict_security_headers(api: httpx.AsyncClient, path:
 
 
 async def test_pages_are_only_read(api: httpx.AsyncClient) -> None:
-    assert (await api.post("/qr/", content=b"x")).status_code in (403, 405)
-    missing = await api.get("/qr/nothing-here")
-    assert missing.status_code == 404
-    assert missing.json()["code"] == "not_found"
+    for path in ("/qr/", "/qr/approve/", "/qr/style.css"):
+        assert (await api.post(path, content=b"x")).status_code == 403, path
+    # Nothing but a page or a file: a folder of scripts is not found, like any other path.
+    for path in ("/qr/nothing-here", "/qr/js/", "/qr/vendor/", "/qr/nothing/"):
+        missing = await api.get(path)
+        assert (missing.status_code, missing.json()["code"]) == (404, "not_found"), path
     redirected = await api.get("/qr/approve?client_id=abc", follow_redirects=False)
     assert redirected.status_code == 301
     assert redirected.headers["Location"] == "/qr/approve/?client_id=abc"
