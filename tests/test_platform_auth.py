@@ -92,6 +92,7 @@ async def test_bare_token_is_accepted(api: httpx.AsyncClient, make_user: object)
         ({"username": "юзер"}, "username"),
         ({"email": "not-an-email"}, "email"),
         ({"email": "a@" + "b" * 300 + ".com"}, "email"),
+        ({"email": "a" * 65 + "@example.com"}, "email"),
         ({"password": "short"}, "password"),
         ({"password": "p" * 129}, "password"),
         ({"description": "d" * 191}, "description"),

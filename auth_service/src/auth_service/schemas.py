@@ -4,6 +4,9 @@ from pydantic import AfterValidator, BaseModel, EmailStr, Field, field_validator
 
 from common.rules import USERNAME_MAX_LENGTH, USERNAME_MIN_LENGTH, normalise_username
 
+# RFC 5321 section 4.5.3.1.1; the email validator does not hold addresses to it.
+EMAIL_LOCAL_PART_MAX_LENGTH = 64
+
 
 class RegisterRequest(BaseModel):
     username: Annotated[
@@ -19,6 +22,8 @@ class RegisterRequest(BaseModel):
     @field_validator("email")
     @classmethod
     def _lower_email(cls, value: str) -> str:
+        if len(value.rpartition("@")[0]) > EMAIL_LOCAL_PART_MAX_LENGTH:
+            raise ValueError("the part before the @ is at most 64 characters (RFC 5321)")
         return value.lower()
 
 
