@@ -4,6 +4,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
 from fastapi import APIRouter, HTTPException, WebSocket
@@ -46,7 +47,11 @@ def _client_id(query: bytes) -> str:
     that decodes to the same id (`%41` for `A`) would reach another instance's hub of that id.
     The allowed characters never need encoding; "" (malformed) otherwise, or when it is named
     twice (a second must not pick another hub)."""
-    named = [part[len(b"client_id=") :] for part in query.split(b"&") if part.startswith(b"client_id=")]
+    named = []
+    for part in query.split(b"&"):
+        key, _, value = part.partition(b"=")
+        if unquote_plus(key.decode("latin-1")) == "client_id":
+            named.append(value)
     if len(named) != 1 or not named[0].isascii():
         return ""
     return named[0].decode("ascii")
