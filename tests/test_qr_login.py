@@ -344,9 +344,12 @@ async def test_exchange_refuses_every_bad_ticket(
     for case, response in refused.items():
         assert response.status_code == 401, (case, response.text)
         assert response.json()["detail"] in ("Invalid or expired ticket", "Not authenticated"), case
+    # Whatever does not succeed is a 401 (API.md 14), a missing or malformed client_id too.
     for malformed in ("short", "x" * 129, "bad/chars!" * 3, ""):
         response = await exchange(api, ticket, malformed)
-        assert response.status_code == 422, (malformed, response.text)
+        assert (response.status_code, response.json()["code"]) == (401, "invalid_ticket"), malformed
+    missing = await send_retrying(api, "GET", "/auth/qr_auth/", headers={"Authorization": ticket})
+    assert (missing.status_code, missing.json()["code"]) == (401, "invalid_ticket")
     # None of that used the ticket up.
     assert await ticket_row(db, user.id) == rows_before
 

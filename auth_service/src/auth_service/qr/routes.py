@@ -12,7 +12,7 @@ from auth_service.qr.errors import InvalidTicket
 from auth_service.schemas import TokenResponse
 from common.errors import InvalidToken, NotAuthenticated, TooManyRequests, error_responses
 from common.identity import CurrentUserId
-from common.rules import CLIENT_ID_MAX_LENGTH, CLIENT_ID_PATTERN, MAX_TICKET_LENGTH
+from common.rules import CLIENT_ID_MAX_LENGTH, CLIENT_ID_PATTERN, CLIENT_ID_RE, MAX_TICKET_LENGTH
 from common.tokens import MAX_TOKEN_LENGTH, token_from_authorization
 
 
@@ -70,13 +70,18 @@ async def mint_ticket(
     responses=error_responses(NotAuthenticated, InvalidTicket),
 )
 async def exchange_ticket(
-    client_id: Annotated[str, Query(pattern=CLIENT_ID_PATTERN, max_length=CLIENT_ID_MAX_LENGTH)],
     tickets: TicketsDep,
+    client_id: Annotated[
+        str | None, Query(description=f"The hub's id (required): `{CLIENT_ID_PATTERN}`")
+    ] = None,
     authorization: Annotated[str | None, Header()] = None,
 ) -> TokenResponse:
-    """The browser trades the ticket its hub received for an access token, once."""
+    """The browser trades the ticket its hub received for an access token, once. Whatever does
+    not succeed is a 401 (API.md 14), a missing or malformed `client_id` included."""
     if authorization is None or not authorization.strip():
         raise NotAuthenticated()
+    if client_id is None or not CLIENT_ID_RE.fullmatch(client_id):
+        raise InvalidTicket()
     value = authorization.strip()
     scheme, _, rest = value.partition(" ")
     if rest and scheme.lower() == "bearer":
