@@ -131,6 +131,38 @@ async def test_every_dashboard_query_names_a_metric_the_stack_exposes(stack: Sta
     assert missing == set()
 
 
+async def test_redis_calls_are_counted_by_operation(
+    stack: Stack, api: httpx.AsyncClient, make_user: Any
+) -> None:
+    """The dashboard's Redis panel: the chat service's rate limits and relay, and the event
+    gateway's reads, are counted (the counters once had no samples at all)."""
+    alice, bob = await make_user(), await make_user()
+    started = await api.post(
+        "/private/start-chat/", json={"recipient_id": bob.id, "text": "hi"}, headers=alice.headers
+    )
+    assert started.status_code == 200, started.text
+
+    def counted(text: str) -> dict[str, float]:
+        found: dict[str, float] = {}
+        for line in samples(text, "chat_redis_calls_total"):
+            operation = re.search(r'operation="([^"]+)"', line)
+            assert operation is not None, line
+            found[operation.group(1)] = found.get(operation.group(1), 0.0) + float(line.rsplit(" ", 1)[1])
+        return found
+
+    async with httpx.AsyncClient(timeout=10) as http:
+        by_service: dict[str, dict[str, float]] = {}
+        for name, url in service_urls(stack).items():
+            service = name.rstrip("0123456789")
+            calls = counted((await http.get(f"{url}/metrics")).text)
+            for operation, value in calls.items():
+                by_service.setdefault(service, {}).setdefault(operation, 0.0)
+                by_service[service][operation] += value
+    assert sum(by_service.get("private_chat", {}).values()) > 0, by_service
+    assert sum(by_service.get("events", {}).values()) > 0, by_service
+    assert all(value > 0 for calls in by_service.values() for value in calls.values())
+
+
 @pytest.fixture
 def closed_port() -> int:
     return free_port()  # nothing listens there

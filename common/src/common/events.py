@@ -17,10 +17,13 @@ route) and the reader (the events service).
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+
+from common.metrics import REDIS_CALLS, REDIS_ERRORS
 
 PREFIX = "chat:ev:"
 GLOBAL_STREAM = "chat:ev:all"
@@ -106,6 +109,36 @@ class EventPublisher:
         await self._run([event], 0)
 
 
+class _CountedPipeline(aioredis.client.Pipeline):
+    """A pipeline counted once per round trip (`chat_redis_calls_total{operation="pipeline"}`)."""
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        operation = "multi" if self.is_transaction else "pipeline"
+        REDIS_CALLS.labels(operation).inc()
+        try:
+            return await super().execute(raise_on_error)
+        except Exception:
+            REDIS_ERRORS.labels(operation).inc()
+            raise
+
+
+class _CountedRedis(aioredis.Redis):
+    """Every command and pipeline counted by operation, and its failures (the metrics the
+    dashboard's Redis panel shows)."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        operation = str(args[0]).lower() if args else "unknown"
+        REDIS_CALLS.labels(operation).inc()
+        try:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except Exception:
+            REDIS_ERRORS.labels(operation).inc()
+            raise
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> aioredis.client.Pipeline:
+        return _CountedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
 def make_redis(
     url: str,
     *,
@@ -130,5 +163,5 @@ def make_redis(
         health_check_interval=30,
         retry=Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.01), retries),
     )
-    client: aioredis.Redis = aioredis.Redis.from_pool(pool)  # closes the pool with the client
+    client: aioredis.Redis = _CountedRedis.from_pool(pool)  # closes the pool with the client
     return client
