@@ -100,6 +100,11 @@ async def test_request_id_is_returned_and_passed_to_services(api: httpx.AsyncCli
 
         await asyncio.sleep(0.1)
     assert request_id in log
+    # Each line says which instance wrote it (the log is JSON off a terminal).
+    line = next(line for line in log.splitlines() if request_id in line)
+    entry = json.loads(line[line.index("{") :])
+    assert entry["instance"] in ("auth1", "auth2"), entry
+    assert (entry["service"], entry["request_id"]) == ("auth", request_id)
 
 
 async def test_error_pages_of_nginx_are_json(api: httpx.AsyncClient) -> None:

@@ -1,6 +1,8 @@
 """Structured (JSON) logs with the request id nginx assigns, and a light access-log middleware."""
 
 import logging
+import os
+import socket
 import sys
 import time
 from contextvars import ContextVar
@@ -19,12 +21,16 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
+        # Which instance wrote the line: devstack names each one (`private_chat2`); a container
+        # without a name is told apart by its host name.
+        self.instance = os.environ.get("INSTANCE_ID") or socket.gethostname()
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "service": self.service,
+            "instance": self.instance,
             "logger": record.name,
             "msg": record.getMessage(),
             "request_id": request_id_var.get(),
