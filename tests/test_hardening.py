@@ -110,6 +110,13 @@ async def test_nul_in_any_string_is_a_422(
     )
     search = await api.get("/users/user/", params={"username": "a\u0000"}, headers=user.headers)
     assert_validation_error(search, "search")
+    # Escapes that are not UTF-8 were read as U+FFFD, and the search answered 200 [].
+    for query in ("username=%FF", "username=a%C3", "username=b&limit=%E2%82"):
+        not_utf8 = await api.get(f"/users/user/?{query}", headers=user.headers)
+        assert_validation_error(not_utf8, query)
+        assert not_utf8.json()["detail"][0]["type"] == "string_unicode", query
+    cyrillic = await api.get("/users/user/?username=%D0%B1", headers=user.headers)
+    assert (cyrillic.status_code, cyrillic.json()) == (200, []), cyrillic.text
     # An escaped backslash followed by "u0000" is plain text, and is stored as it is.
     sent = await api.post(add, json={"text": "C:\\u0000"}, headers=user.headers)
     assert sent.status_code == 200, sent.text

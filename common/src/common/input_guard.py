@@ -5,6 +5,8 @@ or rendered:
   that cannot be encoded as UTF-8, so any database write, hash or log line would fail;
 - a NUL character (`"\\u0000"` in a JSON body, `%00` in the query string): PostgreSQL's text
   types cannot hold it, so the write would fail with a 500;
+- a query string whose escapes are not UTF-8 (`%FF`): the framework reads each such byte as
+  U+FFFD, so a search for it answered `200 []` as if the client had asked for that character;
 - a non-finite number in a JSON body (`NaN`, `Infinity`, `-Infinity`, or `1e999`, which
   overflows to infinity): not JSON, yet Python's parser accepts it, and the 422 that echoes it
   could not be rendered.
@@ -20,6 +22,7 @@ or the 422 of a missing one, instead of a 422 for an empty number.
 import json
 import re
 from typing import Any, NoReturn
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -84,6 +87,17 @@ def query_has_nul(scope: Scope) -> bool:
     return b"%00" in query or b"\x00" in query or "\x00" in scope.get("path", "")
 
 
+def query_not_utf8(scope: Scope) -> bool:
+    query: bytes = scope.get("query_string", b"")
+    if b"%" not in query and query.isascii():
+        return False
+    try:
+        unquote_to_bytes(query.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
 def _error(kind: str, location: str, message: str) -> bytes:
     problem: dict[str, Any] = {"type": kind, "loc": [location], "msg": message, "input": None}
     return orjson.dumps({"detail": [problem], "code": "validation_error"})
@@ -92,6 +106,7 @@ def _error(kind: str, location: str, message: str) -> bytes:
 _SURROGATE = _error("string_unicode", "body", "Input should be a valid string: unpaired surrogate escape")
 _NUL_IN_BODY = _error("string_nul", "body", "Input should be a string without NUL characters")
 _NUL_IN_QUERY = _error("string_nul", "query", "Input should be a string without NUL characters")
+_QUERY_NOT_UTF8 = _error("string_unicode", "query", "Input should be a valid string: escapes are not UTF-8")
 _NON_FINITE = _error("finite_number", "body", "Input should be a finite number (no NaN or Infinity)")
 
 
@@ -116,6 +131,9 @@ class RejectUnstorableInput:
             return
         if query_has_nul(scope):
             await _refuse(send, _NUL_IN_QUERY)
+            return
+        if query_not_utf8(scope):
+            await _refuse(send, _QUERY_NOT_UTF8)
             return
         query = without_empty_values(scope.get("query_string", b""))
         if query is not None:
