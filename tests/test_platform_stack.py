@@ -299,6 +299,9 @@ async def test_a_hung_instance_is_killed_and_its_reads_answered_elsewhere(
     is killed by the liveness watch and restarted; the reads nginx had sent it are answered by
     the other instance, well before nginx's 60 s read timeout."""
     user, chat_id = await new_chat(api, make_user)
+    # Restarted by an earlier test maybe: stopped only once the watch has seen it answer (an
+    # instance stopped before that is caught by the startup allowance, a minute later).
+    await wait_for(lambda: stack.liveness_watches("private_chat1"), what="the watch to see private_chat1")
     old = stack.processes["private_chat1"].pid
     os.killpg(old, signal.SIGSTOP)
     started = time.monotonic()

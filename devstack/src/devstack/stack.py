@@ -57,6 +57,9 @@ STOP_TIMEOUT_SECONDS = 20.0
 LIVENESS_INTERVAL_SECONDS = 1.0
 LIVENESS_TIMEOUT_SECONDS = 2.0
 LIVENESS_MISSES = 3
+# An instance that has not answered once within this long of its start is hung in its start (a
+# deadlock at startup, a process stopped before its first answer), and is killed the same way.
+LIVENESS_STARTUP_SECONDS = 60.0
 
 
 def backoff_delay(failures: int) -> float:
@@ -122,6 +125,9 @@ class Stack:
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
         self._liveness: threading.Thread | None = None
+        # The liveness watch's view: per instance, the pid last probed, whether it has answered
+        # since its start, and its misses in a row.
+        self._liveness_seen: dict[str, tuple[int, bool, int]] = {}
         self._control: socket.socket | None = None
         self._control_thread: threading.Thread | None = None
         self.status = "starting"
@@ -538,14 +544,15 @@ class Stack:
         """Kills a service instance that stopped answering /healthz (LIVENESS_*): the supervisor
         then restarts it. An instance counts only once it has answered since its start, and not
         while it is stopped on purpose (a rolling restart's drain, a test's stop)."""
-        # Per instance: the pid last probed, whether it has answered since it started, misses. The
-        # stack starts this watch once every instance has answered (wait_healthy).
+        # The stack starts this watch once every instance has answered (wait_healthy).
         with self._lock:
-            seen = {
-                item.name: (item.process.pid, True, 0)
+            seen = self._liveness_seen
+            seen.clear()
+            seen.update(
+                (item.name, (item.process.pid, True, 0))
                 for item in self.managed.values()
                 if item.spec is not None and item.process is not None
-            }
+            )
         while not self._stopping.wait(LIVENESS_INTERVAL_SECONDS):
             with self._lock:
                 running = [
@@ -564,16 +571,28 @@ class Stack:
                     continue
                 misses = misses + 1 if answered else 0
                 seen[item.name] = (process.pid, answered, misses)
-                if misses >= LIVENESS_MISSES:
+                starting_for = time.monotonic() - item.started_at
+                stuck_starting = not answered and starting_for > LIVENESS_STARTUP_SECONDS
+                if misses >= LIVENESS_MISSES or stuck_starting:
                     with self._lock:
                         if not item.wanted or item.process is not process or process.poll() is not None:
                             continue
-                        self.console.say(
-                            f"{item.name} left {misses} health checks in a row unanswered; killed"
-                            " (restarted as a crash is)"
+                        what = (
+                            f"answered no health check within {LIVENESS_STARTUP_SECONDS:g} s of its start"
+                            if stuck_starting
+                            else f"left {misses} health checks in a row unanswered"
                         )
+                        self.console.say(f"{item.name} {what}; killed (restarted as a crash is)")
                         _signal_group(process.pid, signal.SIGKILL)
                     seen.pop(item.name, None)
+
+    def liveness_watches(self, name: str) -> bool:
+        """Whether the liveness watch has seen this instance's current process answer, so that it
+        now counts its misses (a test stops an instance only then)."""
+        with self._lock:
+            item = self.managed.get(name)
+            pid = item.process.pid if item is not None and item.process is not None else None
+            return pid is not None and self._liveness_seen.get(name, (None, False, 0))[:2] == (pid, True)
 
     def _check(self, item: Managed) -> None:
         if not item.wanted or item.process is None or self._stopping.is_set():
