@@ -7,6 +7,7 @@ service's instances one at a time. `make run` runs it in the foreground, `make u
 tests inside the test session."""
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -867,7 +868,8 @@ def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=LIVENESS_TIMEOUT_SECONDS) as response:  # noqa: S310
             return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
+    except (urllib.error.URLError, OSError, http.client.HTTPException):
+        # HTTPException: an answer cut off (an instance killed while it answered).
         return False
 
 
