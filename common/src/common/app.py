@@ -111,8 +111,8 @@ def build_app(
 
     install_error_handlers(app)
     # Innermost: only the routes see a HEAD as the GET it asks about.
-    app.state.head_refused = head_refused(head_refused_paths)
-    app.add_middleware(HeadAsGet, refused=head_refused_paths)
+    app.state.head_refused = refused = head_refused(head_refused_paths)
+    app.add_middleware(HeadAsGet, refused=refused)
     # Added early, so inner: the access log and the metrics see its 500.
     app.add_middleware(AnswerUnexpectedErrors)
     app.add_middleware(RejectUnstorableInput)
